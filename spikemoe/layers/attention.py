@@ -1,0 +1,124 @@
+"""Head-wise spiking self-attention: Spikformer's SSA, Spike-driven Transformer's SDSA,
+and (with a spiking router) SEMM's EMSA, all from one module.
+
+Tokens are ``[T, B, N, C]``. The input projections give per-head binary Q, K, V:
+
+    Q_h = LIF(BN(X W_Q,h)),  K_h = LIF(BN(X W_K,h)),  V_h = LIF(BN(X W_V,h))
+
+A projection listed in ``per_head`` has its own weights per head (width H*d); one not
+listed is a single d-wide projection shared by every head (multi-query style). Per head
+
+    O_h = LIF_0.5(Q_h K_h^T V_h * s)               kernel="ssa"  (Spikformer)
+    O_h = Q_h (.) LIF_0.5(SUM_n K_h (.) V_h)        kernel="sdsa" (Spike-driven Transformer)
+
+With a router ``R in {0,1}^{T x B x N x H}`` (SEMM), head h is expert h and its output
+is masked by the router's spike for that token: ``Y_h = R_h (.) O_h``; without one,
+``Y_h = O_h``. The heads are concatenated, ``Y = [Y_1 .. Y_H]`` (binary), then projected.
+
+Two residual styles (``membrane_shortcut``):
+    False  Spikformer: the branch takes spikes and ends in a LIF,
+           ``out = LIF(BN(Y W_O))``.
+    True   Spike-driven Transformer: the branch takes membrane values, starts with a LIF
+           and ends before one, ``out = BN(Y W_O)``, so every matmul input is binary.
+
+Written here rather than reusing ``spikingjelly...SpikingSelfAttention`` because that
+layer fixes Q, K and V to one fused per-head projection and has no place for a router
+or shared K/V; its math is the same (tests check SSA against it).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from ..neurons import make_lif
+from .kernels import sdsa_column_sum, ssa_scores_times_values
+from .linear_bn import TokenLinearBN
+
+KERNELS = ("ssa", "sdsa")
+
+
+class HeadwiseSpikingAttention(nn.Module):
+    """Spiking attention over ``num_heads`` heads of width ``head_dim``.
+
+    Args:
+        dim: token width C.
+        num_heads: heads H (the experts when a router is given).
+        head_dim: d; default ``dim // num_heads``.
+        per_head: which of "q", "k", "v" have their own weights per head; the others are
+            one d-wide projection shared by all heads.
+        kernel: "ssa" or "sdsa" (see the module docstring).
+        scale: s of the SSA kernel (ignored by SDSA).
+        membrane_shortcut: residual style (see the module docstring).
+        router: optional module mapping the branch input ``[T, B, N, C]`` to
+            ``(R [T, B, N, H] in {0, 1}, stats dict)``.
+        backend: LIF backend, see ``spikemoe.neurons``.
+
+    Forward:
+        x: ``[T, B, N, C]``; grid: the token grid ``(H, W)`` (unused here).
+        Returns ``(out [T, B, N, C], metrics)``; metrics are the router's statistics.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        head_dim: int | None = None,
+        per_head: Iterable[str] = ("q", "k", "v"),
+        kernel: str = "ssa",
+        scale: float = 0.125,
+        membrane_shortcut: bool = False,
+        router: nn.Module | None = None,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        per_head = tuple(per_head)
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+        if not set(per_head) <= {"q", "k", "v"}:
+            raise ValueError(f"per_head may only name 'q', 'k', 'v'; got {per_head}")
+        if head_dim is None:
+            if dim % num_heads:
+                raise ValueError(
+                    f"dim {dim} is not divisible by num_heads {num_heads}: pass head_dim explicitly"
+                )
+            head_dim = dim // num_heads
+        self.dim, self.num_heads, self.head_dim = dim, num_heads, head_dim
+        self.kernel, self.scale = kernel, float(scale)
+        self.per_head = per_head
+        self.widths = [(num_heads if name in per_head else 1) * head_dim for name in "qkv"]
+        self.in_lif = make_lif(backend=backend) if membrane_shortcut else None
+        self.qkv = TokenLinearBN(dim, sum(self.widths))  # Q, K, V fused: same math, one matmul
+        self.qkv_lif = make_lif(backend=backend)
+        self.router = router
+        self.attn_lif = make_lif(v_threshold=0.5, backend=backend)
+        self.proj = TokenLinearBN(num_heads * head_dim, dim)
+        self.proj_lif = None if membrane_shortcut else make_lif(backend=backend)
+
+    def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
+        T, B, N, w = t.shape
+        return t.reshape(T * B, N, w // self.head_dim, self.head_dim).transpose(1, 2)
+        # [T, B, N, h*d] -> [T*B, h, N, d]
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None):
+        T, B, N, _ = x.shape
+        s = self.in_lif(x) if self.in_lif is not None else x  # spikes [T, B, N, C]
+        qkv = self.qkv_lif(self.qkv(s))  # [T, B, N, wq + wk + wv]
+        q, k, v = (self._split_heads(t) for t in qkv.split(self.widths, dim=-1))
+        if self.kernel == "ssa":
+            o = ssa_scores_times_values(q, k, v, self.scale)  # [T*B, H, N, d]
+            o = o.transpose(1, 2).reshape(T, B, N, self.num_heads, self.head_dim)
+            o = self.attn_lif(o)  # [T, B, N, H, d] binary
+        else:
+            kv = sdsa_column_sum(k, v)  # [T*B, hk, 1, d]
+            kv = self.attn_lif(kv.reshape(T, B, -1, 1, self.head_dim)).flatten(0, 1)
+            o = (q * kv).transpose(1, 2).reshape(T, B, N, self.num_heads, self.head_dim)
+        metrics: dict[str, torch.Tensor] = {}
+        if self.router is not None:
+            r, metrics = self.router(s)  # [T, B, N, H]
+            o = o * r.unsqueeze(-1)  # Y_h = R_h (.) O_h
+        y = self.proj(o.reshape(T, B, N, self.num_heads * self.head_dim))  # [T, B, N, C]
+        if self.proj_lif is not None:
+            y = self.proj_lif(y)
+        return y, metrics

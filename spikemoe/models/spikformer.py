@@ -1,0 +1,99 @@
+"""Spikformer (Zhou et al., ICLR 2023) and its SEMM twin (Zhou et al., NeurIPS 2024).
+
+Sizes and recipes from ``shared/reference/papers.md`` 2.1: ``spikformer_L_D`` has L blocks
+of width D. Published parameter counts: 8-384 16.81M, 8-512 29.68M, 8-768 66.34M,
+4-384 CIFAR 9.32M, 2-256 DVS 2.57M (measured by ``tests/test_models.py``).
+
+SEMM twins replace SSA by EMSA (4 head-wise experts, per-expert queries, shared K/V) and
+the MLP by EMSP (h = 2 round(8D/3)). Their parameter counts are 7% (CIFAR) to 11%
+(ImageNet) below the baseline's: EMSA holds 2.5 D^2 weights against SSA's 4 D^2 because
+its experts share K and V; EMSP matches the MLP. Pass ``per_expert=("q", "k", "v")`` for
+SSA-sized experts (then the twin is within 0.1% of its baseline).
+"""
+from __future__ import annotations
+
+from . import sizes
+from .registry import register_model
+from .spiking_vit import build_spiking_vit
+
+# Spikformer's own choices on top of the sizes: spike-sum residuals, SSA with s = 0.125
+# (0.25 in the DVS recipe); heads as in the official configs.
+_FAMILY = dict(style="spikformer", attn_scale=0.125, backend="auto")
+
+
+def _build(name: str, size: dict, semm: dict, overrides: dict, **choices):
+    return build_spiking_vit(name, {**_FAMILY, **choices}, size, semm, overrides)
+
+
+@register_model
+def spikformer_2_256_dvs(**overrides):
+    """Spikformer-2-256, CIFAR10-DVS / DVS128 recipe: 2x128x128 frames, T=16, 2.57M params."""
+    return _build("spikformer_2_256_dvs", sizes.DVS_2_256, sizes.NO_SEMM, overrides,
+                  num_heads=16, attn_scale=0.25)
+
+
+@register_model
+def spikformer_4_384_cifar(**overrides):
+    """Spikformer-4-384, CIFAR recipe: 3x32x32, 4x4 patches, T=4, 9.32M params."""
+    return _build("spikformer_4_384_cifar", sizes.CIFAR_4_384, sizes.NO_SEMM, overrides, num_heads=12)
+
+
+@register_model
+def spikformer_8_384(**overrides):
+    """Spikformer-8-384, ImageNet recipe: 3x224x224, 16x16 patches, T=4, 16.81M params."""
+    return _build("spikformer_8_384", sizes.IMAGENET_8_384, sizes.NO_SEMM, overrides, num_heads=12)
+
+
+@register_model
+def spikformer_8_512(**overrides):
+    """Spikformer-8-512, ImageNet recipe, 29.68M params."""
+    return _build("spikformer_8_512", sizes.IMAGENET_8_512, sizes.NO_SEMM, overrides, num_heads=8)
+
+
+@register_model
+def spikformer_8_768(**overrides):
+    """Spikformer-8-768, ImageNet recipe, 66.34M params."""
+    return _build("spikformer_8_768", sizes.IMAGENET_8_768, sizes.NO_SEMM, overrides, num_heads=12)
+
+
+@register_model
+def test_spikformer(**overrides):
+    """Tiny Spikformer for tests: 2x16x16 frames, 1 block of width 32, T=2."""
+    return _build("test_spikformer", sizes.TEST, sizes.NO_SEMM, overrides, num_heads=4)
+
+
+@register_model
+def spikformer_semm_2_256_dvs(**overrides):
+    """Spikformer-2-256 + SEMM (EMSA + EMSP), DVS recipe."""
+    return _build("spikformer_semm_2_256_dvs", sizes.DVS_2_256, sizes.SEMM, overrides,
+                  num_heads=16, attn_scale=0.25)
+
+
+@register_model
+def spikformer_semm_4_384_cifar(**overrides):
+    """Spikformer-4-384 + SEMM, CIFAR recipe."""
+    return _build("spikformer_semm_4_384_cifar", sizes.CIFAR_4_384, sizes.SEMM, overrides, num_heads=12)
+
+
+@register_model
+def spikformer_semm_8_384(**overrides):
+    """Spikformer-8-384 + SEMM, ImageNet recipe."""
+    return _build("spikformer_semm_8_384", sizes.IMAGENET_8_384, sizes.SEMM, overrides, num_heads=12)
+
+
+@register_model
+def spikformer_semm_8_512(**overrides):
+    """Spikformer-8-512 + SEMM, ImageNet recipe (the paper's 75.93% ImageNet model)."""
+    return _build("spikformer_semm_8_512", sizes.IMAGENET_8_512, sizes.SEMM, overrides, num_heads=8)
+
+
+@register_model
+def spikformer_semm_8_768(**overrides):
+    """Spikformer-8-768 + SEMM, ImageNet recipe."""
+    return _build("spikformer_semm_8_768", sizes.IMAGENET_8_768, sizes.SEMM, overrides, num_heads=12)
+
+
+@register_model
+def test_spikformer_semm(**overrides):
+    """Tiny Spikformer + SEMM for tests: 4 experts of width 8."""
+    return _build("test_spikformer_semm", sizes.TEST, sizes.SEMM, overrides, num_heads=4)

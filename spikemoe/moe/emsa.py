@@ -1,0 +1,66 @@
+"""EMSA: Experts Mixture Spiking Attention (SEMM, Zhou et al., NeurIPS 2024).
+
+Head-wise spiking experts: expert i is attention head i, with its own query
+``Q_i = LIF(BN(X W_Q,i))`` and, by default, one key and one value projection shared by
+all experts (multi-query style). A spiking router chooses, per token and time step,
+which experts' outputs pass:
+
+    R   = LIF(BN(X W_r))                           [T, B, N, E]
+    O_i = LIF_0.5(Q_i K^T V * s)                   [T, B, N, d]   (Spikformer experts)
+        = Q_i (.) LIF_0.5(SUM_n K (.) V)                          (Spike-driven experts)
+    Y   = sum_i R_i (.) P_i(O_i)                   P_i places O_i in channels [i d, (i+1) d)
+    out = LIF(BN(Y W_O))   (Spikformer)   or   BN(Y W_O)   (Spike-driven, LIF at branch entry)
+
+Because each expert owns its channel slot, the sum is a concatenation and Y stays binary
+{0, 1}: the output projection is a pure accumulate even in the Spike-driven twin.
+
+Defaults and the paper: the paper's code is not public. Its text describes head-wise
+experts with per-expert queries; the third-party STEP re-implementation uses E = 4,
+d = C / E, shared K and a shared full-width V. We keep E = 4 and d = C / E and share K
+and V at head width (``per_expert=("q",)``); pass ``per_expert=("q", "k", "v")`` for
+experts that are exactly SSA heads, or another ``num_experts`` / ``expert_dim``.
+
+Parameters: Q C*E*d + K C*d + V C*d + W_O E*d*C + router C*E, i.e. 2.5 C^2 + 4 C at the
+defaults, against 4 C^2 for SSA: the experts share K and V, which is the saving SEMM
+trades for its router.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..layers.attention import HeadwiseSpikingAttention
+from .router import SpikingRouter
+
+
+class EMSA(HeadwiseSpikingAttention):
+    """Head-wise spiking experts in attention, gated by a spiking router.
+
+    Args:
+        dim: token width C.
+        num_experts: E (4, as in STEP; the paper ablates 2..12).
+        expert_dim: d, the width of each expert; default ``dim // num_experts``.
+        per_expert: projections with weights per expert; others are shared (default
+            ``("q",)``: per-expert queries, shared K and V).
+        kernel: "ssa" (Spikformer experts) or "sdsa" (Spike-driven experts).
+        scale: SSA scale s.
+        membrane_shortcut: Spike-driven residual style (see ``layers.attention``).
+        backend: LIF backend.
+
+    Forward: ``x [T, B, N, C]`` -> ``(out [T, B, N, C], router statistics)``.
+    """
+
+    def __init__(self, dim: int, num_experts: int = 4, expert_dim: int | None = None,
+                 per_expert: Iterable[str] = ("q",), kernel: str = "ssa", scale: float = 0.125,
+                 membrane_shortcut: bool = False, backend: str = "auto") -> None:
+        if expert_dim is None:
+            if dim % num_experts:
+                raise ValueError(
+                    f"dim {dim} is not divisible by num_experts {num_experts}: pass expert_dim"
+                )
+            expert_dim = dim // num_experts
+        super().__init__(
+            dim, num_experts, head_dim=expert_dim, per_head=per_expert, kernel=kernel,
+            scale=scale, membrane_shortcut=membrane_shortcut,
+            router=SpikingRouter(dim, num_experts, backend=backend), backend=backend,
+        )
+        self.num_experts = num_experts

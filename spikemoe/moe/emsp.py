@@ -1,0 +1,81 @@
+"""EMSP: Experts Mixture Spiking Perceptron (SEMM, Zhou et al., NeurIPS 2024).
+
+Channel-wise spiking experts: each of the h/2 hidden channels of the second half is an
+expert, and a spike gate with 3x3 spatial context computed from the first half routes
+tokens to them:
+
+    Z        = LIF(BN(X W_1))                     [T, B, N, h]    (X = LIF(U) in the Spike-driven twin)
+    Z1, Z2   = Z[..., :h/2], Z[..., h/2:]
+    G        = LIF(BN(DWConv3x3(Z1)))             [T, B, N, h/2]  the channel-wise router, over the token grid
+    Y        = G (.) Z2                           binary: an AND of two spike tensors
+    out      = LIF(BN(Y W_2))   (Spikformer)   or   BN(Y W_2)   (Spike-driven)
+
+Default width (STEP's re-implementation; the paper's code is not public): h = 2 round(8C/3),
+so W_1 and W_2 hold 1.5 h C ~ 8 C^2 weights, the same as a ratio-4 MLP; the router adds
+9 h/2 depth-wise weights and its BatchNorm.
+
+Router statistics treat each gated channel as an expert: ``expert_rate [h/2]`` and the
+fraction of tokens whose gate is silent on every channel (``routed_to_none``).
+"""
+from __future__ import annotations
+
+import torch
+from spikingjelly.activation_based.layer import SeqToANNContainer
+from torch import nn
+
+from ..layers.linear_bn import TokenLinearBN
+from ..neurons import make_lif
+from .router import router_statistics
+
+
+def default_emsp_hidden(dim: int) -> int:
+    """h = 2 round(8 dim / 3): fc1 + fc2 = 1.5 h dim ~ 8 dim^2, a ratio-4 MLP's weights."""
+    return 2 * round(8 * dim / 3)
+
+
+class EMSP(nn.Module):
+    """Channel-wise spiking experts in the MLP with a depth-wise-conv spike gate.
+
+    Args:
+        dim: token width C.
+        hidden: h, even; default ``default_emsp_hidden(dim)``.
+        membrane_shortcut: Spike-driven residual style.
+        backend: LIF backend.
+
+    Forward: ``x [T, B, N, C]``, ``grid (H, W)`` with ``H * W == N`` ->
+    ``(out [T, B, N, C], router statistics of G)``.
+    """
+
+    def __init__(self, dim: int, hidden: int | None = None, membrane_shortcut: bool = False,
+                 backend: str = "auto") -> None:
+        super().__init__()
+        hidden = default_emsp_hidden(dim) if hidden is None else int(hidden)
+        if hidden % 2:
+            raise ValueError(f"EMSP hidden width must be even (split in two halves), got {hidden}")
+        self.hidden = hidden
+        half = hidden // 2
+        self.in_lif = make_lif(backend=backend) if membrane_shortcut else None
+        self.fc1 = TokenLinearBN(dim, hidden)
+        self.fc1_lif = make_lif(backend=backend)
+        self.gate = SeqToANNContainer(
+            nn.Conv2d(half, half, 3, padding=1, groups=half, bias=False), nn.BatchNorm2d(half)
+        )
+        self.gate_lif = make_lif(backend=backend)
+        self.fc2 = TokenLinearBN(half, dim)
+        self.fc2_lif = None if membrane_shortcut else make_lif(backend=backend)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]):
+        T, B, N, _ = x.shape
+        h, w = grid
+        if h * w != N:
+            raise ValueError(f"EMSP needs the token grid: got grid {grid} for N = {N} tokens")
+        if self.in_lif is not None:
+            x = self.in_lif(x)
+        z1, z2 = self.fc1_lif(self.fc1(x)).chunk(2, dim=-1)  # [T, B, N, h] -> 2 x [T, B, N, h/2]
+        z1 = z1.transpose(2, 3).reshape(T, B, -1, h, w)  # [T, B, N, h/2] -> [T, B, h/2, H, W]
+        g = self.gate_lif(self.gate(z1))  # [T, B, h/2, H, W]
+        g = g.flatten(3).transpose(2, 3)  # -> [T, B, N, h/2]
+        y = self.fc2(g * z2)  # Y = G (.) Z2 -> [T, B, N, C]
+        if self.fc2_lif is not None:
+            y = self.fc2_lif(y)
+        return y, router_statistics(g)
