@@ -57,7 +57,7 @@ def main() -> int:
             for train in (True, False):
                 ok, rate = _lif_case(shape, thr, train)
                 failures += not ok
-                print(f"LIF {str(shape):22s} V_th={thr} {'train' if train else 'eval '}: "
+                print(f"LIF {shape!s:22s} V_th={thr} {'train' if train else 'eval '}: "
                       f"{'OK ' if ok else 'MISMATCH'} (firing rate {rate:.3f})")
 
     x = torch.randn(4, 64, 64, 2048, device="cuda")
@@ -65,7 +65,7 @@ def main() -> int:
         lif = make_lif(backend=backend).cuda()
         xi = x.clone().requires_grad_(True)
 
-        def step():
+        def step(lif=lif, xi=xi):
             lif.reset()
             lif(xi).sum().backward()
 

@@ -10,6 +10,10 @@ import json
 import os
 import sys
 
+import torch
+
+from .data.commands import add_data_parser
+from .engine.commands import add_engine_parsers
 from .models import create_model, list_models
 from .neurons import BackendUnavailableError
 
@@ -17,7 +21,8 @@ from .neurons import BackendUnavailableError
 def _model_rows(pattern: str) -> list[dict]:
     rows = []
     for name in list_models(pattern):
-        model = create_model(name)
+        with torch.device("meta"):  # shapes and counts only: no memory, no init time
+            model = create_model(name)
         rows.append({
             "name": name,
             "params": sum(p.numel() for p in model.parameters()),
@@ -52,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'spikformer*'")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_models)
+    add_engine_parsers(sub)
+
+    add_data_parser(sub)
     return parser
 
 

@@ -150,7 +150,7 @@ def test_paper_stems_give_the_paper_token_grids():
                             ("spike_driven_semm_2_256_dvs", torch.rand(1, 1, 2, 128, 128), 64)):
         model = spikemoe.create_model(name, T=1).eval()
         grid = {}
-        model.stem.register_forward_hook(lambda m, a, out: grid.__setitem__("g", out.shape))
+        model.stem.register_forward_hook(lambda m, a, out, g=grid: g.__setitem__("g", out.shape))
         assert model(x).logits.shape == (1, 10)
         assert grid["g"][-1] * grid["g"][-2] == tokens
 

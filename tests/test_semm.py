@@ -58,7 +58,7 @@ def test_emsa_router_spikes_select_expert_channel_slots(kernel):
     x = (torch.rand(4, 3, 16, 32) < 0.5).float() * 2
     seen = _capture_input(emsa.proj.linear)
     emsa.router = _FixedRouter(torch.tensor([1.0, 0.0, 0.0, 1.0]))  # experts 0 and 3 only
-    out, stats = emsa(x)
+    _, stats = emsa(x)
     y = seen["x"]  # Y = sum_i R_i (.) P_i(O_i): [T*B*N, E*d] with d = 8
     assert y.shape == (4 * 3 * 16, 32) and _binary(y)
     assert y[:, 8:24].sum() == 0  # experts 1 and 2 were not routed to

@@ -119,7 +119,7 @@ class SpikingVisionTransformer(nn.Module):
         x = self.to_time_major(x)
         functional.reset_net(self)  # state is reset by structure, never by the caller
         feats = self.stem(x)  # [T, B, D, H', W']
-        T, B, D, h, w = feats.shape
+        h, w = feats.shape[-2:]
         tokens = feats.flatten(3).transpose(2, 3)  # [T, B, D, H', W'] -> [T, B, N, D]
         metrics: dict[str, torch.Tensor] = {}
         for i, block in enumerate(self.blocks):

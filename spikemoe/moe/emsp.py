@@ -25,7 +25,7 @@ from torch import nn
 
 from ..layers.linear_bn import TokenLinearBN
 from ..neurons import make_lif
-from .router import router_statistics
+from .router import mark_router_neuron, router_statistics
 
 
 def default_emsp_hidden(dim: int) -> int:
@@ -60,7 +60,8 @@ class EMSP(nn.Module):
         self.gate = SeqToANNContainer(
             nn.Conv2d(half, half, 3, padding=1, groups=half, bias=False), nn.BatchNorm2d(half)
         )
-        self.gate_lif = make_lif(backend=backend)
+        # The gate's output is [T, B, h/2, H, W]: the experts are its channels.
+        self.gate_lif = mark_router_neuron(make_lif(backend=backend), expert_axis=2)
         self.fc2 = TokenLinearBN(half, dim)
         self.fc2_lif = None if membrane_shortcut else make_lif(backend=backend)
 

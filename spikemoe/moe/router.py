@@ -34,6 +34,13 @@ def router_statistics(r: torch.Tensor) -> dict[str, torch.Tensor]:
         }
 
 
+def mark_router_neuron(neuron: nn.Module, expert_axis: int) -> nn.Module:
+    """Tag a router's LIF so that measurement finds it: its output's ``expert_axis`` indexes
+    experts (every other axis but time indexes tokens). Returns the neuron."""
+    neuron.expert_axis = expert_axis
+    return neuron
+
+
 class SpikingRouter(nn.Module):
     """``LIF(BN(Linear(C -> E)))``; forward returns ``(R [T, B, N, E], router_statistics(R))``."""
 
@@ -41,7 +48,7 @@ class SpikingRouter(nn.Module):
         super().__init__()
         self.num_experts = num_experts
         self.gate = TokenLinearBN(dim, num_experts)
-        self.lif = make_lif(backend=backend)
+        self.lif = mark_router_neuron(make_lif(backend=backend), expert_axis=-1)
 
     def forward(self, x: torch.Tensor):
         r = self.lif(self.gate(x))  # [T, B, N, C] -> [T, B, N, E]

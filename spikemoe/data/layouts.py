@@ -1,0 +1,214 @@
+"""Where each event dataset's files live on disk, which class each file is, and what is wrong.
+
+The layouts are tonic 1.7's (the folder ``tonic.datasets.X(save_to=ROOT)`` creates), so a copy
+tonic downloaded works as is. ``ROOT`` may also point at the dataset folder itself.
+
+    cifar10-dvs     ROOT/CIFAR10DVS/<class>/*.aedat4        10 classes x 1000 recordings, 128 x 128
+    n-mnist         ROOT/NMNIST/{Train,Test}/<digit>/*.bin   60000 / 10000 samples, 34 x 34
+    dvs128-gesture  ROOT/DVSGesture/{ibmGestureTrain,ibmGestureTest}/user<NN>_<lighting>/<label>.npy
+                                                    11 classes, users 1-23 train / 24-29 test
+
+Files are listed sorted by (class, file name) as plain strings: the order the CIFAR10-DVS
+split is defined in (``splits.py``). ``index_files`` raises on anything it cannot place: a
+missing root, no files where the layout says, a class folder (or gesture file) with an unknown
+name. ``verify_layout`` returns every problem instead of raising, for ``spikemoe data verify``.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["EVENT_LAYOUTS", "EventLayout", "download_event_dataset", "index_files",
+           "layout_problems", "resolve_base"]
+
+
+@dataclass(frozen=True)
+class EventLayout:
+    """How one tonic event dataset is laid out on disk."""
+
+    name: str
+    folder: str  # tonic's folder under save_to (its class name)
+    classes: tuple[str, ...]
+    sensor_hw: tuple[int, int]
+    extension: str
+    split_folders: dict[str, str] | None  # None: no official split (CIFAR10-DVS)
+    expected_per_class: dict[str, tuple[int, ...]]  # split ('all' if no split) -> files per class
+    layout: str  # one line for error messages
+    prepare: str  # the script that verifies and pre-builds it
+
+    def help(self, root: Path | str) -> str:
+        return (f"Expected layout: {self.layout}. Check a copy with `spikemoe data verify "
+                f"{self.name} --root {root}`; fetch and pre-build it with `python "
+                f"datasets/{self.prepare} --root {root} --download` (see datasets/{self.name}.md).")
+
+
+_MNIST_TRAIN = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
+_MNIST_TEST = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
+
+EVENT_LAYOUTS = {
+    "cifar10-dvs": EventLayout(
+        "cifar10-dvs", "CIFAR10DVS",
+        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+        (128, 128), ".aedat4", None, {"all": (1000,) * 10},
+        "ROOT/CIFAR10DVS/<class>/*.aedat4 with <class> in airplane, automobile, ..., truck",
+        "prepare_cifar10dvs.py"),
+    "n-mnist": EventLayout(
+        "n-mnist", "NMNIST", tuple(str(d) for d in range(10)), (34, 34), ".bin",
+        {"train": "Train", "test": "Test"}, {"train": _MNIST_TRAIN, "test": _MNIST_TEST},
+        "ROOT/NMNIST/{Train,Test}/<digit 0-9>/*.bin", "prepare_nmnist.py"),
+    "dvs128-gesture": EventLayout(
+        "dvs128-gesture", "DVSGesture", tuple(str(c) for c in range(11)), (128, 128), ".npy",
+        {"train": "ibmGestureTrain", "test": "ibmGestureTest"}, {},
+        "ROOT/DVSGesture/{ibmGestureTrain,ibmGestureTest}/user<NN>_<lighting>/<label 0-10>.npy "
+        "(tonic's release)", "prepare_dvs128_gesture.py"),
+}
+GESTURE_USERS = {"train": range(1, 24), "test": range(24, 30)}
+_USER_DIR = re.compile(r"^user(\d+)_\w+$")
+
+
+def resolve_base(layout: EventLayout, root: str | Path | None) -> Path:
+    """``ROOT/<folder>`` if it exists, else ``ROOT`` itself if it looks like that folder."""
+    if root is None:
+        raise ValueError(f"{layout.name} needs root=DIR, the folder you downloaded it to. "
+                         + layout.help("DIR"))
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{layout.name}: the root {root} does not exist. "
+                                + layout.help(root))
+    if (root / layout.folder).is_dir():
+        return root / layout.folder
+    subfolders = layout.split_folders.values() if layout.split_folders else layout.classes
+    if root.name == layout.folder or any((root / s).is_dir() for s in subfolders):
+        return root
+    found = sorted(p.name for p in root.iterdir())[:8]
+    raise FileNotFoundError(
+        f"{layout.name}: found neither {root / layout.folder} nor the folders it holds in {root} "
+        f"(it holds: {', '.join(found) or 'nothing'}). " + layout.help(root))
+
+
+def _class_of(layout: EventLayout, path: Path) -> str:
+    """The class name of one file: its folder, or for DVS Gesture its file stem."""
+    return path.stem if layout.name == "dvs128-gesture" else path.parent.name
+
+
+def _scan(layout: EventLayout, folder: Path) -> tuple[list[tuple[Path, int]], list[str]]:
+    """All files under ``folder`` with their labels, plus a problem line per unplaceable name."""
+    items, problems = [], []
+    bad_names: dict[str, Path] = {}
+    for path in folder.rglob(f"*{layout.extension}"):
+        if ".tmp-" in path.name:
+            continue
+        cls = _class_of(layout, path)
+        if cls in layout.classes:
+            items.append((path, layout.classes.index(cls)))
+        else:
+            bad_names.setdefault(cls, path)
+        if layout.name == "dvs128-gesture" and not _USER_DIR.match(path.parent.name):
+            bad_names.setdefault(f"folder {path.parent.name}", path)
+    for key, path in sorted(bad_names.items()):
+        if key.startswith("folder "):  # DVS Gesture: not a user<NN>_<lighting> folder
+            what, name = "folder name", key.removeprefix("folder ")
+            expected = "user<NN>_<lighting>, e.g. user01_fluorescent"
+        elif layout.name == "dvs128-gesture":  # DVS Gesture: the file name is the label
+            what, name = "file name", key
+            expected = ", ".join(f"{c}{layout.extension}" for c in layout.classes)
+        else:
+            what, name, expected = "class folder", key, ", ".join(layout.classes)
+        problems.append(f"unknown {what} {name!r} at {path}; expected one of: {expected}")
+    items.sort(key=lambda it: (it[1], it[0].name, str(it[0])))
+    return items, problems
+
+
+def _split_folder(layout: EventLayout, base: Path, split: str) -> Path:
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if layout.split_folders is None:
+        return base
+    folder = base / layout.split_folders[split]
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{layout.name}: no {split} folder {folder}. "
+                                + layout.help(base.parent))
+    return folder
+
+
+def index_files(name: str, root: str | Path | None, split: str) -> tuple[list[Path], list[int]]:
+    """Sorted files and labels of one split (for CIFAR10-DVS: all files; ``splits.py`` splits).
+
+    Raises:
+        FileNotFoundError: missing root, split folder, or no files.
+        ValueError: a class folder or file with an unknown name (the message lists the classes).
+    """
+    layout = EVENT_LAYOUTS[name]
+    base = resolve_base(layout, root)
+    folder = _split_folder(layout, base, split)
+    items, problems = _scan(layout, folder)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ValueError(f"{name}: {problems[0]}{more}. Rename or remove it. " + layout.help(root))
+    if not items:
+        raise FileNotFoundError(f"{name}: no {layout.extension} files under {folder}. "
+                                + layout.help(root))
+    return [p for p, _ in items], [c for _, c in items]
+
+
+def layout_problems(name: str, root: str | Path) -> tuple[list[str], dict[str, list[Path]]]:
+    """Every structural problem of a copy, and its files per split, without raising.
+
+    Returns:
+        ``(problems, files)``: one readable line per problem (missing folder, unknown name,
+        missing files per class, gesture users in the wrong split); ``files[split]`` lists the
+        placeable files ('all' for CIFAR10-DVS).
+    """
+    layout = EVENT_LAYOUTS[name]
+    try:
+        base = resolve_base(layout, root)
+    except (FileNotFoundError, ValueError) as e:
+        return [str(e)], {}
+    problems, files = [], {}
+    splits = layout.split_folders or {"all": ""}
+    for split, sub in splits.items():
+        folder = base / sub if sub else base
+        if not folder.is_dir():
+            problems.append(f"missing the {split} folder {folder}")
+            continue
+        items, bad = _scan(layout, folder)
+        problems += bad
+        files[split] = [p for p, _ in items]
+        counts = [0] * len(layout.classes)
+        for _, c in items:
+            counts[c] += 1
+        expected = layout.expected_per_class.get(split, ())
+        for cls, have, want in zip(layout.classes, counts, expected, strict=False):
+            if have < want:
+                problems.append(f"{split}: class {cls} has {have} {layout.extension} files, "
+                                f"expected {want} ({want - have} missing)")
+        if name == "dvs128-gesture":
+            for p, _ in items:
+                m = _USER_DIR.match(p.parent.name)
+                if m and int(m.group(1)) not in GESTURE_USERS[split]:
+                    users = GESTURE_USERS[split]
+                    problems.append(f"{split}: {p.parent.name} belongs to the other split "
+                                    f"(users {users.start}-{users.stop - 1} here)")
+                    break
+        if not items:
+            problems.append(f"{split}: no {layout.extension} files under {folder}")
+    return problems, files
+
+
+def download_event_dataset(name: str, root: str | Path) -> None:
+    """Let tonic download and extract ``name`` into ``root`` (it skips what it finds present)."""
+    import tonic.datasets as td
+
+    root = str(Path(root).expanduser())
+    Path(root).mkdir(parents=True, exist_ok=True)
+    if name == "cifar10-dvs":
+        td.CIFAR10DVS(save_to=root)
+    elif name == "n-mnist":
+        td.NMNIST(save_to=root, train=True)
+        td.NMNIST(save_to=root, train=False)
+    elif name == "dvs128-gesture":
+        td.DVSGesture(save_to=root, train=True)
+        td.DVSGesture(save_to=root, train=False)
+    else:
+        raise ValueError(f"no tonic download for {name!r}")

@@ -1,0 +1,138 @@
+"""The ``spikemoe train`` and ``spikemoe evaluate`` commands.
+
+    spikemoe train [CONFIG] [key=value ...]      no CONFIG: the built-in demo (configs/demo.yaml)
+    spikemoe train [CONFIG] resume=RUN_DIR       continue a run where it stopped
+    spikemoe evaluate CHECKPOINT [--data NAME] [--root DIR] [--split test] [--json]
+
+The same command runs under ``torchrun --nproc_per_node=N -m spikemoe train ...``.
+``spikemoe/cli.py`` calls ``add_engine_parsers(subparsers)``; each handler returns an exit code
+and lets ValueError / FileNotFoundError reach the CLI, which prints them as one paragraph.
+``python -m spikemoe.engine.commands ...`` runs these two commands alone.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+__all__ = ["add_engine_parsers", "cmd_evaluate", "cmd_train", "main", "resolve_train_config"]
+
+_TRAIN_EPILOG = """\
+keys (section.key=value; a key unique across sections may drop its section, e.g. lr=5e-4):
+  model.name, model.<any create_model override>  e.g. model.embed_dim=64 model.T=4
+  data.name root T size integration augment cache_dir seed batch_size (global)
+       eval_batch_size num_workers skip_corrupt download
+  optim.lr weight_decay betas eps clip_grad label_smoothing aux_weight tet tet_lambda
+        tet_means tet_module ema_decay
+  schedule.epochs warmup_epochs cooldown_epochs warmup_lr min_lr update (epoch|step)
+  augment.mixup_alpha cutmix_alpha prob switch_prob off_epoch
+  run.out_dir name resume seed device precision eval_every save_every_steps
+      stop_after_steps log_every progress tensorboard sync_bn find_unused_parameters
+examples:
+  spikemoe train                                         the demo on digits-dvs
+  spikemoe train configs/cifar10dvs_spikformer_semm_2_256.yaml data.root=/data
+  spikemoe train resume=runs/demo                        continue a stopped run
+  torchrun --nproc_per_node=8 -m spikemoe train configs/imagenet_spikformer_semm_8_512.yaml
+"""
+
+
+def resolve_train_config(config: str | None, overrides: list[str]):
+    """The config ``spikemoe train`` runs: CONFIG (or the demo) plus overrides; with
+    ``resume=RUN_DIR`` and no CONFIG, the run's own ``config.yaml`` plus overrides."""
+    from .checkpoint import find_checkpoint, run_dir_of
+    from .config import apply_overrides, load_config
+
+    cfg = load_config(config, overrides)
+    if cfg.run.resume and config is None:
+        run_dir = run_dir_of(find_checkpoint(cfg.run.resume))
+        stored = run_dir / "config.yaml"
+        if stored.is_file():
+            cfg = load_config(stored)
+            cfg.run.stop_after_steps = None  # the stop that ended the run is not re-applied
+            cfg = apply_overrides(cfg, overrides)
+    return cfg
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train; prints the summary as JSON on the last line. Exit 3 if the loss became NaN/inf."""
+    from .distributed import cleanup_distributed
+    from .trainer import NonFiniteLossError, Trainer
+
+    items = list(args.items)
+    config = items.pop(0) if items and "=" not in items[0] else None
+    cfg = resolve_train_config(config, items)
+    try:
+        trainer = Trainer(cfg)
+        summary = trainer.fit()
+    except NonFiniteLossError as e:
+        print(f"spikemoe train: {e}", file=sys.stderr)
+        return 3
+    finally:
+        cleanup_distributed()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a checkpoint; prints a line (or JSON with --json)."""
+    from .evaluate import evaluate_checkpoint
+
+    r = evaluate_checkpoint(args.checkpoint, data=args.data, root=args.root, split=args.split,
+                            batch_size=args.batch_size, use_ema=args.ema, device=args.device)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    top5 = f", top-5 {r['top5']:.2f}%" if "top5" in r else ""
+    print(f"{r['checkpoint']} (epoch {r['epoch']}, step {r['step']}): {r['model']} on "
+          f"{r['data']} {r['split']} ({r['n']} samples): top-1 {r['top1']:.2f}%{top5}, "
+          f"loss {r['loss']:.4f}")
+    return 0
+
+
+def add_engine_parsers(subparsers) -> None:
+    """Add ``train`` and ``evaluate`` to the CLI's sub-parsers."""
+    p = subparsers.add_parser(
+        "train", help="train a model from a YAML config (no CONFIG: the digits-dvs demo)",
+        description="Train a model. CONFIG is a YAML file (configs/*.yaml); without one the "
+                    "built-in demo runs. key=value items override the config.",
+        usage="%(prog)s [-h] [CONFIG] [key=value ...]",
+        epilog=_TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("items", nargs="*", metavar="CONFIG | key=value",
+                   help="a YAML config path first (optional), then key=value overrides")
+    p.set_defaults(func=cmd_train)
+
+    p = subparsers.add_parser(
+        "evaluate", help="evaluate a checkpoint on its dataset's held-out split",
+        description="Rebuild the model and data from the config stored in a checkpoint and "
+                    "report loss, top-1 and top-5.")
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="a .pt file, or a run directory (its best.pt, else last.pt)")
+    p.add_argument("--data", default=None, metavar="NAME",
+                   help="evaluate on this dataset instead of the run's (same classes)")
+    p.add_argument("--root", default=None, metavar="DIR", help="the dataset's folder")
+    p.add_argument("--split", default="test", choices=("test", "train"))
+    p.add_argument("--batch-size", type=int, default=None, dest="batch_size")
+    p.add_argument("--ema", action="store_true", help="use the EMA weights")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m spikemoe.engine.commands train|evaluate ...`` (errors as one paragraph)."""
+    parser = argparse.ArgumentParser(prog="spikemoe")
+    add_engine_parsers(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as e:
+        if os.environ.get("SPIKEMOE_TRACEBACK"):
+            raise
+        print(f"spikemoe {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

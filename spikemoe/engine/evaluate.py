@@ -1,0 +1,160 @@
+"""Held-out evaluation: loss, top-1, top-5 (when there are more than 5 classes), model metrics.
+
+``evaluate_model`` runs one pass over a (sharded) loader and sums over ranks, so the numbers
+cover every test sample exactly once on 1 or N processes. ``evaluate_checkpoint`` rebuilds
+the model and the data from the config stored in a checkpoint (``spikemoe evaluate``).
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import find_checkpoint, load_checkpoint
+from .config import config_from_dict
+from .distributed import all_reduce_sum, init_distributed
+from .loaders import build_eval_loader, create_split
+from .losses import topk_correct
+
+__all__ = ["MetricSums", "check_num_classes", "evaluate_checkpoint", "evaluate_model", "load_model_weights"]
+
+
+class MetricSums:
+    """Sums of per-batch model metrics (``ModelOutput.metrics``), weighted by batch size, on
+    device; ``means()`` reduces over ranks and returns plain numbers (0-d), lists (1-d of up
+    to ``MAX_LIST`` entries, e.g. per-expert rates) or ``<key>.mean`` (longer 1-d, e.g. the
+    per-channel rates of EMSP). Per-time-step tables (2-d) are left to ``spikemoe.analysis``."""
+
+    MAX_LIST = 16
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+
+    def add(self, metrics: dict[str, torch.Tensor], weight: int) -> None:
+        for key, value in metrics.items():
+            if value.dim() > 1:  # per-time-step tables: the analysis tools read those
+                continue
+            value = value.detach().float() * weight
+            if key in self.sums:
+                self.sums[key] += value
+            else:
+                self.sums[key] = value
+
+    def means(self, count: float) -> dict:
+        out = {}
+        for key, total in self.sums.items():
+            mean = all_reduce_sum(total.clone()) / max(count, 1)
+            if mean.dim() == 0:
+                out[key] = mean.item()
+            elif mean.numel() <= self.MAX_LIST:
+                out[key] = [round(v, 6) for v in mean.tolist()]
+            else:
+                out[f"{key}.mean"] = mean.mean().item()
+        return out
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, loader, device: torch.device,
+                   autocast: contextlib.AbstractContextManager | None = None,
+                   progress=None) -> dict:
+    """Evaluate ``model`` (unwrapped; eval mode for the pass, then restored) over ``loader``.
+
+    Returns:
+        ``{"loss", "top1", "top5" (if K > 5), "n", "metrics": {...}}``; accuracies in percent,
+        summed over every rank's shard.
+    """
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, n
+    metric_sums = MetricSums()
+    num_classes = None
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast or contextlib.nullcontext():
+            out = model(x)
+        logits = out.logits.float()
+        num_classes = logits.shape[1]
+        c1, c5 = topk_correct(logits, y, (1, min(5, num_classes)))
+        sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
+                             c1.double(), c5.double(), sums.new_tensor(len(y))])
+        metric_sums.add(out.metrics, len(y))
+        if progress is not None:
+            progress.update(1)
+    model.train(was_training)
+    # every rank takes part in the reductions, even with an empty shard
+    loss, top1, top5, n = all_reduce_sum(sums).tolist()
+    result = {"loss": loss / max(n, 1), "top1": 100 * top1 / max(n, 1), "n": int(n)}
+    if num_classes is None or num_classes > 5:
+        result["top5"] = 100 * top5 / max(n, 1)
+    result["metrics"] = metric_sums.means(n)
+    return result
+
+
+def check_num_classes(model: nn.Module, num_classes: int, data_name: str) -> None:
+    """A model that states its classes (``model.num_classes``) must match the dataset's."""
+    k = getattr(model, "num_classes", None)
+    if isinstance(k, int) and k != num_classes:
+        raise ValueError(f"the model has {k} output classes but {data_name} has {num_classes}; "
+                         f"set model.num_classes={num_classes}.")
+
+
+def load_model_weights(model: nn.Module, state: dict, source: str) -> None:
+    """``model.load_state_dict(state)``, with a message a person can act on when it does not fit."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()][:4]
+        raise ValueError(
+            f"the weights in {source} do not fit the model built from its config "
+            f"({'; '.join(lines)[:600]}). The checkpoint comes from a different model or model "
+            "version: evaluate/resume it with the model it was trained with.") from None
+
+
+def evaluate_checkpoint(checkpoint: str | Path, *, data: str | None = None,
+                        root: str | None = None, split: str = "test",
+                        batch_size: int | None = None, use_ema: bool = False,
+                        device: str = "auto") -> dict:
+    """Rebuild the model and dataset from a checkpoint's stored config and evaluate it.
+
+    Args:
+        checkpoint: a ``.pt`` file, or a run directory (its ``best.pt``, else ``last.pt``).
+        data / root: evaluate on another dataset name / data folder than the run's.
+        split: 'test' or 'train'.
+        use_ema: the EMA weights (the run must have had ``optim.ema_decay``).
+    Returns:
+        ``evaluate_model``'s dict plus ``checkpoint``, ``epoch``, ``step``, ``model``, ``data``.
+    """
+    from spikemoe.data import dataset_info
+    from spikemoe.models import create_model
+
+    path = find_checkpoint(checkpoint, prefer="best")
+    state = load_checkpoint(path)
+    cfg = config_from_dict(state["config"], where=f"the config stored in {path}")
+    if data is not None:
+        cfg.data.name = data
+    if root is not None:
+        cfg.data.root = root
+    if batch_size is not None:
+        cfg.data.eval_batch_size = batch_size
+    dist = init_distributed(device)
+    model = create_model(cfg.model.name, **cfg.model.kwargs)
+    weights = state["model"]
+    if use_ema:
+        if state.get("ema") is None:
+            raise ValueError(f"{path} holds no EMA weights (the run had optim.ema_decay=null); "
+                             "evaluate without --ema.")
+        weights = {k.removeprefix("module."): v for k, v in state["ema"].items()
+                   if k.startswith("module.")}
+    load_model_weights(model, weights, str(path))
+    model.to(dist.device)
+    if split not in ("test", "train"):
+        raise ValueError(f"split must be 'test' or 'train', got {split!r}")
+    check_num_classes(model, dataset_info(cfg.data.name).num_classes, cfg.data.name)
+    dataset = create_split(cfg.data, split, augment=False)
+    loader = build_eval_loader(dataset, cfg.data, dist)
+    result = evaluate_model(model, loader, dist.device)
+    return {"checkpoint": str(path), "epoch": state.get("epoch"), "step": state.get("step"),
+            "model": cfg.model.name, "data": cfg.data.name, "split": split, **result}
