@@ -12,6 +12,7 @@ import sys
 
 import torch
 
+from .analysis.commands import add_analysis_parsers
 from .data.commands import add_data_parser
 from .engine.commands import add_engine_parsers
 from .models import create_model, list_models
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_models)
     add_engine_parsers(sub)
+    add_analysis_parsers(sub)
 
     add_data_parser(sub)
     return parser

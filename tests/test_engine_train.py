@@ -19,7 +19,7 @@ RECIPE = textwrap.dedent("""\
     optim: {lr: 1.0e-2, ema_decay: 0.8}
     schedule: {epochs: 3, warmup_epochs: 1}
     augment: {mixup_alpha: 0.2, prob: 0.5, off_epoch: 2}
-    run: {log_every: 4, progress: false}
+    run: {log_every: 4, progress: false, profile_samples: 0}
 """)
 
 

@@ -71,8 +71,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         cleanup_distributed()
     if int(os.environ.get("RANK", "0")) == 0:
+        if cfg.run.profile_samples > 0 and not summary.get("stopped"):
+            _profile_run(summary["run_dir"], cfg.run.profile_samples, cfg.run.progress)
         print(json.dumps(summary))
     return 0
+
+
+def _profile_run(run_dir: str, samples: int, progress: bool) -> None:
+    """Profile the run's best checkpoint into ``<run>/profile/`` (``spikemoe profile``).
+    A failure here is reported, not raised: the trained run is complete either way."""
+    from pathlib import Path
+
+    from spikemoe.analysis.commands import profile_checkpoint, profile_to_dir
+
+    out = Path(run_dir) / "profile"
+    try:
+        result = profile_checkpoint(run_dir, samples=samples, progress=progress)
+        profile_to_dir(result, out)
+    except Exception as e:  # the training result must not be lost to a failed profile
+        print(f"spikemoe train: profiling the best checkpoint failed ({type(e).__name__}: {e}); "
+              f"run `spikemoe profile {run_dir} --out {out}` to retry.", file=sys.stderr)
+        return
+    e = result["energy"]
+    print(f"profile of the best checkpoint ({result['samples']} test samples): "
+          f"{e['paper']['per_sample_mJ']['mean']:.4g} mJ per inference (paper), "
+          f"{e['strict']['per_sample_mJ']['mean']:.4g} mJ (strict), mean firing rate "
+          f"{result['firing']['mean_rate']:.4f}; tables and plots in {out}", file=sys.stderr)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -129,7 +129,9 @@ class RunConfig:
     """Where and how: run directory ``out_dir/name`` (name null = model-dataset-time),
     ``resume`` (a run directory or checkpoint file), device, precision ('auto' = bf16 on a
     CUDA GPU that has it, fp16 on older GPUs, fp32 on CPU), checkpoint and log cadence.
-    ``stop_after_steps`` ends the run early (saving ``last``) without changing the schedule."""
+    ``stop_after_steps`` ends the run early (saving ``last``) without changing the schedule.
+    ``profile_samples``: after training, ``spikemoe train`` profiles the best checkpoint on
+    this many test samples into ``<run>/profile/`` (firing rates, energy; 0 = skip)."""
 
     out_dir: str = "runs"
     name: str | None = None
@@ -146,6 +148,7 @@ class RunConfig:
     tensorboard: bool = True
     sync_bn: bool = False
     find_unused_parameters: bool = False
+    profile_samples: int = 64
 
 
 @dataclass

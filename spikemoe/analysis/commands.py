@@ -1,0 +1,215 @@
+"""The ``spikemoe profile`` and ``spikemoe report`` commands.
+
+    spikemoe profile (CHECKPOINT | --model NAME) [--data NAME] [--root DIR] [--samples N]
+                     [--convention paper|strict] [--table 45nm-fp32] --out DIR [--json]
+    spikemoe report RUN_DIR ... [--out FILE.md] [--csv FILE.csv]
+
+``profile`` writes ``profile.json`` (every figure, per layer and in total, both
+conventions), ``profile.md`` (the tables, in ``--convention``) and three PNG plots into
+``--out``. A CHECKPOINT (a .pt file or a run directory) brings its model, weights and
+dataset; ``--model NAME`` profiles a freshly initialised registered model, on
+``digits-dvs`` at the model's T and size when it takes 2-channel event frames, else on
+``--data``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["add_analysis_parsers", "profile_checkpoint", "profile_to_dir"]
+
+
+def _dataset_for_model(model, data: str | None, root: str | None, split: str, data_seed: int = 0):
+    from spikemoe.data import create_dataset, dataset_info
+
+    shape = getattr(model, "input_shape", None)  # (T, C, H, W)
+    if data is None:
+        if shape is None or shape[1] != 2:
+            raise ValueError(
+                f"--model without --data profiles on digits-dvs, which gives 2-channel event "
+                f"frames, but this model takes input {list(shape) if shape else '?'}. Pass "
+                "--data NAME --root DIR (e.g. --data cifar10 --root /data/cifar).")
+        data = "digits-dvs"
+    info = dataset_info(data)
+    k = getattr(model, "num_classes", None)
+    if isinstance(k, int) and k != info.num_classes:
+        raise ValueError(f"the model has {k} output classes but {data} has {info.num_classes}; "
+                         f"pick a model or dataset with the same classes.")
+    T, size = (int(shape[0]), (int(shape[2]), int(shape[3]))) if shape else (16, None)
+    return data, create_dataset(data, split, root=root, T=T, size=size, augment=False,
+                                seed=data_seed)
+
+
+def profile_checkpoint(checkpoint: str | Path, *, data: str | None = None, root: str | None = None,
+                       split: str = "test", samples: int = 64, table: str = "45nm-fp32",
+                       first_layer_once: bool = False, progress: bool = True) -> dict:
+    """Profile a checkpoint's model (its weights) on its dataset's ``split``."""
+    from spikemoe.data import dataset_info
+    from spikemoe.engine.checkpoint import find_checkpoint, load_checkpoint
+    from spikemoe.engine.config import config_from_dict
+    from spikemoe.engine.evaluate import check_num_classes, load_model_weights
+    from spikemoe.engine.loaders import create_split
+    from spikemoe.models import create_model
+
+    path = find_checkpoint(checkpoint, prefer="best")
+    state = load_checkpoint(path)
+    cfg = config_from_dict(state["config"], where=f"the config stored in {path}")
+    if data is not None:
+        cfg.data.name = data
+    if root is not None:
+        cfg.data.root = root
+    model = create_model(cfg.model.name, **cfg.model.kwargs)
+    load_model_weights(model, state["model"], str(path))
+    check_num_classes(model, dataset_info(cfg.data.name).num_classes, cfg.data.name)
+    dataset = create_split(cfg.data, split, augment=False)
+    result = _profile(model, dataset, samples, table, first_layer_once, progress)
+    result.update(model=cfg.model.name, data=cfg.data.name, split=split,
+                  weights=f"{path} (epoch {state.get('epoch')})")
+    return _ordered(result)
+
+
+def profile_registered(name: str, *, data: str | None = None, root: str | None = None,
+                       split: str = "test", samples: int = 64, table: str = "45nm-fp32",
+                       first_layer_once: bool = False, seed: int = 0, progress: bool = True) -> dict:
+    """Profile a registered model at initialisation (seeded) on real data."""
+    import torch
+
+    from spikemoe.models import create_model
+
+    torch.manual_seed(seed)
+    model = create_model(name)
+    data_name, dataset = _dataset_for_model(model, data, root, split)
+    result = _profile(model, dataset, samples, table, first_layer_once, progress)
+    result.update(model=name, data=data_name, split=split,
+                  weights=f"random initialisation (seed {seed})")
+    return _ordered(result)
+
+
+def _profile(model, dataset, samples, table, first_layer_once, progress) -> dict:
+    from tqdm.auto import tqdm
+
+    from .profile import profile_model
+
+    n = min(samples, len(dataset))
+    bar = tqdm(total=n, desc="profile", unit="sample", disable=not progress, leave=False)
+    try:
+        result = profile_model(model.cpu(), dataset, table=table, first_layer_once=first_layer_once,
+                               max_samples=n, progress=bar)
+    finally:
+        bar.close()
+    result["params"] = sum(p.numel() for p in model.parameters())
+    return result
+
+
+def _ordered(result: dict) -> dict:
+    head = ("model", "data", "split", "weights", "params")
+    return {**{k: result[k] for k in head}, **{k: v for k, v in result.items() if k not in head}}
+
+
+def profile_to_dir(result: dict, out: str | Path, convention: str = "paper") -> list[Path]:
+    """Write ``profile.json``, ``profile.md`` and the PNG plots; returns the written paths.
+
+    Each file is written to a temporary name and renamed, so an interrupted profile never
+    leaves a half-written ``profile.json`` next to good plots."""
+    import os
+
+    from .plots import plot_profile
+    from .report import profile_markdown
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in (("profile.json", json.dumps(result, indent=1) + "\n"),
+                       ("profile.md", profile_markdown(result, convention))):
+        tmp = out / f".{name}.tmp-{os.getpid()}"
+        tmp.write_text(text)
+        os.replace(tmp, out / name)
+        written.append(out / name)
+    return written + plot_profile(result, out)
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    if (args.checkpoint is None) == (args.model is None):
+        raise ValueError("give either a CHECKPOINT (a .pt file or run directory) or --model NAME "
+                         "(see `spikemoe models`), not both and not neither.")
+    if args.samples < 1:
+        raise ValueError(f"--samples must be at least 1, got {args.samples}")
+    common = dict(data=args.data, root=args.root, split=args.split, samples=args.samples,
+                  table=args.table, first_layer_once=args.first_layer_once,
+                  progress=not args.json)
+    if args.checkpoint is not None:
+        result = profile_checkpoint(args.checkpoint, **common)
+    else:
+        result = profile_registered(args.model, **common)
+    paths = profile_to_dir(result, args.out, args.convention)
+    e = result["energy"][args.convention]
+    brief = {"out": str(args.out), "model": result["model"], "data": result["data"],
+             "samples": result["samples"], "convention": args.convention,
+             "energy_mJ": e["per_sample_mJ"], "macs": e["macs"], "sops": e["sops"],
+             "mean_firing_rate": result["firing"]["mean_rate"],
+             "files": [str(p) for p in paths]}
+    if args.json:
+        print(json.dumps(brief))
+    else:
+        print(f"{result['model']} on {result['data']} ({result['samples']} samples): "
+              f"{e['per_sample_mJ']['mean']:.4g} mJ per inference ({args.convention}, "
+              f"std {e['per_sample_mJ']['std']:.2g}), {e['macs']:,.0f} MACs, {e['sops']:,.0f} SOPs, "
+              f"mean firing rate {result['firing']['mean_rate']:.4f}; "
+              f"{len(result['audit'])} layer(s) with non-binary input. Wrote {args.out}/")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import gather_run, runs_csv, runs_markdown
+
+    rows = [gather_run(r) for r in args.runs]
+    table = runs_markdown(rows)
+    if args.out:
+        Path(args.out).write_text(table)
+    if args.csv:
+        Path(args.csv).write_text(runs_csv(rows))
+    sys.stdout.write(table)
+    return 0
+
+
+def add_analysis_parsers(subparsers) -> None:
+    """Add ``profile`` and ``report`` to the CLI's sub-parsers."""
+    from .energy import CONVENTIONS, COST_TABLES
+
+    p = subparsers.add_parser(
+        "profile", help="firing rates, router statistics and energy per inference of a model",
+        description="Measure a checkpoint (its model, weights and dataset) or a registered "
+                    "model at initialisation: firing rate per layer and time step, router "
+                    "spiking rate per expert, operations and energy per layer under both "
+                    "conventions, and the list of layers whose input is not binary. Writes "
+                    "profile.json, profile.md and 3 PNG plots into --out.")
+    p.add_argument("checkpoint", nargs="?", metavar="CHECKPOINT",
+                   help="a .pt file or a run directory (its best.pt, else last.pt)")
+    p.add_argument("--model", metavar="NAME", help="a registered model instead of a checkpoint")
+    p.add_argument("--data", metavar="NAME", help="dataset (default: the run's; for --model: "
+                   "digits-dvs when the model takes 2-channel event frames)")
+    p.add_argument("--root", metavar="DIR", help="the dataset's folder")
+    p.add_argument("--split", default="test", choices=("test", "train"))
+    p.add_argument("--samples", type=int, default=64, metavar="N",
+                   help="number of samples, each run alone (default 64)")
+    p.add_argument("--convention", default="paper", choices=CONVENTIONS,
+                   help="which convention the table and summary show (both are in profile.json)")
+    p.add_argument("--table", default="45nm-fp32", choices=sorted(COST_TABLES),
+                   help="energy per operation (default: Horowitz 2014, 45 nm fp32)")
+    p.add_argument("--first-layer-once", action="store_true", dest="first_layer_once",
+                   help="charge the first layer's MACs once instead of T times")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the outputs")
+    p.add_argument("--json", action="store_true", help="print a JSON summary line")
+    p.set_defaults(func=cmd_profile)
+
+    p = subparsers.add_parser(
+        "report", help="gather run directories into one results table (markdown / CSV)",
+        description="One row per run: model, dataset, T, parameters, best and final top-1, "
+                    "SOPs and MACs (paper convention), energy per inference under both "
+                    "conventions and mean firing rate (from the run's profile/).")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", metavar="FILE.md", help="also write the markdown table here")
+    p.add_argument("--csv", metavar="FILE.csv", help="also write a CSV table here")
+    p.set_defaults(func=cmd_report)

@@ -1,0 +1,154 @@
+"""Firing rates of every spiking neuron layer, and router statistics of SEMM blocks,
+accumulated as running sums over a whole evaluation set.
+
+For a neuron layer l with output spikes S_l[t] (any shape after the time axis):
+
+    fr_l[t] = sum(S_l[t]) / numel(S_l[t])          rate per time step, over all samples seen
+    fr_l    = sum_t sum(S_l[t]) / sum_t numel(S_l[t])
+
+For a router neuron (tagged by ``spikemoe.moe.mark_router_neuron`` with its expert axis),
+with R[t, ..., e] its spikes for expert e:
+
+    ASR_e[t]        = mean over tokens of R[t, ..., e]      the paper's router average spiking rate
+    usage_e         = sum R[..., e] / sum R                 share of all routing spikes going to e
+    routed_to_none  = fraction of (t, token) with R[t, token, :] = 0
+
+Only sums of shape [T] or [T, E] are kept, never spike tensors: memory does not grow
+with the number of samples. Works on any ``nn.Module``; one without spiking neurons
+simply reports no layers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from spikingjelly.activation_based.neuron import BaseNode
+from torch import nn
+
+
+@dataclass
+class _Sums:
+    spikes: torch.Tensor  # [T] float64
+    elements: torch.Tensor  # [T] float64
+
+
+@dataclass
+class _RouterSums:
+    per_expert: torch.Tensor  # [T, E] spikes per expert
+    tokens: torch.Tensor  # [T] tokens seen
+    none: torch.Tensor  # [T] tokens routed to no expert
+
+
+def _grow(t: torch.Tensor, steps: int) -> torch.Tensor:
+    """Pad the time axis with zeros up to ``steps`` (runs may use different T)."""
+    if t.shape[0] >= steps:
+        return t
+    return torch.cat([t, t.new_zeros(steps - t.shape[0], *t.shape[1:])])
+
+
+@dataclass
+class FiringRates:
+    """The monitor's result; every figure is a plain float or list (JSON-ready)."""
+
+    layers: dict[str, dict] = field(default_factory=dict)
+    routers: dict[str, dict] = field(default_factory=dict)
+
+    def mean_rate(self) -> float:
+        """Firing rate over all neurons of all layers (element-weighted)."""
+        spikes = sum(v["spikes"] for v in self.layers.values())
+        elements = sum(v["elements"] for v in self.layers.values())
+        return spikes / elements if elements else 0.0
+
+    def to_dict(self) -> dict:
+        return {"mean_rate": self.mean_rate(), "layers": self.layers, "routers": self.routers}
+
+
+class FiringRateMonitor:
+    """Hooks on every spiking neuron of ``model``; use as ``with FiringRateMonitor(m) as mon``.
+
+    The hooks are removed on exit, also when the block raises. ``mon.result()`` gives a
+    ``FiringRates`` at any time; ``mon.reset()`` zeroes the sums.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.neurons = {name: m for name, m in model.named_modules() if isinstance(m, BaseNode)}
+        self._handles: list = []
+        self.reset()
+
+    def reset(self) -> None:
+        self._sums: dict[str, _Sums] = {}
+        self._routers: dict[str, _RouterSums] = {}
+
+    def __enter__(self) -> FiringRateMonitor:
+        for name, neuron in self.neurons.items():
+            self._handles.append(neuron.register_forward_hook(self._hook(name)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def _hook(self, name: str):
+        def hook(module, args, out):
+            self._accumulate(name, module, out.detach())
+        return hook
+
+    @torch.no_grad()
+    def _accumulate(self, name: str, module: nn.Module, s: torch.Tensor) -> None:
+        steps = s.shape[0]
+        flat = s.reshape(steps, -1)  # [T, ...] -> [T, M]
+        spikes = flat.sum(1, dtype=torch.float64).cpu()
+        elements = torch.full((steps,), float(flat.shape[1]), dtype=torch.float64)
+        acc = self._sums.get(name)
+        if acc is None:
+            acc = self._sums[name] = _Sums(torch.zeros(steps, dtype=torch.float64),
+                                           torch.zeros(steps, dtype=torch.float64))
+        acc.spikes, acc.elements = _grow(acc.spikes, steps), _grow(acc.elements, steps)
+        acc.spikes[:steps] += spikes
+        acc.elements[:steps] += elements
+        axis = getattr(module, "expert_axis", None)
+        if axis is not None:
+            self._accumulate_router(name, s, axis)
+
+    def _accumulate_router(self, name: str, s: torch.Tensor, axis: int) -> None:
+        r = s.movedim(axis, -1)  # [T, ..., E]
+        steps, experts = r.shape[0], r.shape[-1]
+        r = r.reshape(steps, -1, experts)  # [T, tokens, E]
+        per_expert = r.sum(1, dtype=torch.float64).cpu()  # [T, E]
+        none = (r.amax(-1) == 0).sum(1, dtype=torch.float64).cpu()  # [T]
+        tokens = torch.full((steps,), float(r.shape[1]), dtype=torch.float64)
+        acc = self._routers.get(name)
+        if acc is None:
+            acc = self._routers[name] = _RouterSums(
+                torch.zeros(steps, experts, dtype=torch.float64),
+                torch.zeros(steps, dtype=torch.float64), torch.zeros(steps, dtype=torch.float64))
+        acc.per_expert = _grow(acc.per_expert, steps)
+        acc.tokens, acc.none = _grow(acc.tokens, steps), _grow(acc.none, steps)
+        acc.per_expert[:steps] += per_expert
+        acc.tokens[:steps] += tokens
+        acc.none[:steps] += none
+
+    def result(self) -> FiringRates:
+        out = FiringRates()
+        for name, acc in self._sums.items():
+            per_step = (acc.spikes / acc.elements.clamp_min(1)).tolist()
+            out.layers[name] = {
+                "rate": float(acc.spikes.sum() / acc.elements.sum().clamp_min(1)),
+                "rate_per_step": per_step,
+                "spikes": float(acc.spikes.sum()),
+                "elements": float(acc.elements.sum()),
+                "router": name in self._routers,
+            }
+        for name, acc in self._routers.items():
+            tokens = acc.tokens.clamp_min(1)
+            total = acc.per_expert.sum()
+            out.routers[name] = {
+                "expert_rate": (acc.per_expert.sum(0) / tokens.sum()).tolist(),
+                "expert_rate_per_step": (acc.per_expert / tokens[:, None]).tolist(),
+                "expert_usage": (acc.per_expert.sum(0) / total.clamp_min(1)).tolist(),
+                "routed_to_none": float(acc.none.sum() / tokens.sum()),
+                "num_experts": int(acc.per_expert.shape[1]),
+            }
+        return out

@@ -1,0 +1,197 @@
+"""Per-layer operation counts of one forward pass, for any ``nn.Module``.
+
+Built on SpikingJelly 2.0's ``op_counter``: its ``DispatchCounterMode`` intercepts every
+aten matmul / convolution and names the innermost module running it (the "layer"), and
+its SynOp rules count the accumulates that spikes trigger. For each Linear / Conv /
+activation-by-activation matmul this records:
+
+    dense_macs   multiply-adds as if dense (the papers' "FLOPs"): m k n for mm,
+                 b m k n for bmm, numel(out) (C_in / groups) k_h k_w for a convolution
+    input_rate   nonzero fraction of its activation input(s)  (fr_l of the papers)
+    binary       every activation input was in {0, 1}
+    integer      every activation input was a non-negative integer (a spike count, e.g.
+                 a spike-sum residual), binary included
+    events       accumulates triggered by the spikes, for integer-valued inputs: the same
+                 op run with every weight replaced by ones (bias dropped) and summed, so an
+                 input of value n triggers n accumulates per synapse it reaches. On binary
+                 input this is SpikingJelly's SynOp count (= fr * dense_macs for a Linear;
+                 a convolution leaves out padded positions; a spike-by-spike matmul counts
+                 coincident pairs); tests check the agreement with ``SynOpCounter``.
+    first        it consumed the model input (the first matmul/conv of a forward)
+
+Element-wise products of two spike tensors outside neurons (SEMM's ``R (.) O`` and
+``G (.) Z2``, SDSA's ``Q (.) KV``) are counted as ``mask_ops`` (one AND per output).
+BatchNorm is not counted: at inference it folds into the preceding layer's weights.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from math import prod
+
+import torch
+from spikingjelly.activation_based.neuron import BaseNode
+from spikingjelly.activation_based.op_counter import BaseCounter, DispatchCounterMode
+from torch import nn
+
+aten = torch.ops.aten
+
+# op -> (kind, indices of the two operands)
+_MATMULS = {
+    aten.mm.default: ("matmul", (0, 1)),
+    aten.addmm.default: ("matmul", (1, 2)),
+    aten.bmm.default: ("matmul", (0, 1)),
+    aten.baddbmm.default: ("matmul", (1, 2)),
+    aten.convolution.default: ("conv", (0, 1)),
+}
+_MASKS = (aten.mul.Tensor,)
+
+
+@dataclass
+class OpRecord:
+    """Counts of one layer (all its calls in the forwards seen), see the module docstring."""
+
+    layer: str
+    kind: str  # "linear" (weight matmul), "conv", "matmul" (activation x activation), "mask"
+    calls: int = 0
+    dense_macs: int = 0
+    input_elements: int = 0
+    input_nonzero: int = 0
+    events: int = 0
+    binary: bool = True
+    integer: bool = True
+    first: bool = False
+
+    @property
+    def input_rate(self) -> float:
+        return self.input_nonzero / self.input_elements if self.input_elements else 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "input_rate": self.input_rate}
+
+
+def _is_binary(x: torch.Tensor) -> bool:
+    return x.dtype == torch.bool or bool(x.eq(0).logical_or_(x.eq(1)).all())
+
+
+def _is_count(x: torch.Tensor) -> bool:
+    """Non-negative integer values (spike counts)."""
+    if x.dtype == torch.bool:
+        return True
+    return bool((x >= 0).all()) and bool((x == torch.floor(x)).all())
+
+
+def _dense_macs(func, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> int:
+    if func is aten.convolution.default:
+        return out.numel() * prod(b.shape[1:])  # per output: (C_in / groups) k_h k_w
+    if a.ndim == 3:  # bmm / baddbmm: [b, m, k] @ [b, k, n]
+        return a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
+    return a.shape[0] * a.shape[1] * b.shape[1]  # [m, k] @ [k, n]
+
+
+def _untracked():
+    """Run aten ops without re-entering the counting mode (as SpikingJelly's rules do)."""
+    return torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(torch._C.DispatchKey.Python))
+
+
+def _events(func, a: torch.Tensor, b: torch.Tensor, a_weight: bool, b_weight: bool,
+            args: tuple) -> int:
+    """Accumulates triggered by integer-valued activations: sum(op(acts, ones for weights))."""
+    a = torch.ones_like(a, dtype=torch.float64) if a_weight else a.double()
+    b = torch.ones_like(b, dtype=torch.float64) if b_weight else b.double()
+    with torch.no_grad(), _untracked():
+        if func is aten.convolution.default:
+            out = aten.convolution.default(a, b, None, *args[3:9])
+        elif a.ndim == 3:
+            out = aten.bmm.default(a, b)
+        else:
+            out = aten.mm.default(a, b)
+    return int(round(float(out.sum())))
+
+
+class LayerOpCounter(BaseCounter):
+    """A SpikingJelly ``BaseCounter`` that keeps one ``OpRecord`` per layer (module scope).
+
+    Use through ``count_operations`` or inside ``DispatchCounterMode([counter])`` after
+    ``counter.bind(model)``; call ``counter.new_forward()`` before each forward.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rules = {func: (lambda *a: 0) for func in (*_MATMULS, *_MASKS)}
+        self.ignore_modules = [BaseNode]  # neuron internals are not synaptic operations
+        self.ops: dict[tuple[str, str], OpRecord] = {}
+        self._weights: set[int] = set()
+        self._root = ""
+        self._first_pending = True
+
+    def bind(self, model: nn.Module) -> LayerOpCounter:
+        """Remember ``model``'s parameters (to tell weights from activations) and its name."""
+        self._weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        self._root = type(model).__name__
+        return self
+
+    def new_forward(self) -> None:
+        self._first_pending = True
+
+    def _is_weight(self, t: torch.Tensor) -> bool:
+        return t.untyped_storage().data_ptr() in self._weights
+
+    def _layer(self, parent_names) -> str:
+        name = max(parent_names, key=len) if parent_names else "Global"
+        if name == self._root or name == "Global":
+            return "(model)"
+        return name[len(self._root) + 1:] if name.startswith(self._root + ".") else name
+
+    def count(self, func, args, kwargs, out, active_modules=None, parent_names=None) -> int:
+        layer = self._layer(parent_names)
+        if func in _MASKS:
+            self._count_mask(layer, args, out)
+            return 0
+        kind, (ia, ib) = _MATMULS[func]
+        a, b = args[ia], args[ib]
+        a_weight, b_weight = self._is_weight(a), self._is_weight(b)
+        acts = [t for t, w in ((a, a_weight), (b, b_weight)) if not w]
+        if kind == "matmul" and len(acts) == 1:
+            kind = "linear"
+        if not acts:  # weight x weight (e.g. a folded product): not an inference-time op
+            return 0
+        rec = self.ops.setdefault((layer, kind), OpRecord(layer, kind))
+        rec.calls += 1
+        rec.dense_macs += _dense_macs(func, a, b, out)
+        binary = all(_is_binary(t) for t in acts)
+        counts = all(_is_count(t) for t in acts)
+        rec.binary &= binary
+        rec.integer &= counts
+        rec.input_elements += sum(t.numel() for t in acts)
+        rec.input_nonzero += sum(int(t.count_nonzero()) for t in acts)
+        if self._first_pending:
+            rec.first, self._first_pending = True, False
+        if counts:
+            rec.events += _events(func, a, b, a_weight, b_weight, args)
+        return 0
+
+    def _count_mask(self, layer: str, args, out) -> None:
+        a, b = args[0], args[1] if len(args) > 1 else None
+        if not (torch.is_tensor(b) and a.ndim and b.ndim and _is_binary(a) and _is_binary(b)):
+            return
+        rec = self.ops.setdefault((layer, "mask"), OpRecord(layer, "mask"))
+        rec.calls += 1
+        rec.dense_macs += out.numel()  # one AND per output element
+        rec.input_elements += a.numel() + b.numel()
+        rec.input_nonzero += int(a.count_nonzero()) + int(b.count_nonzero())
+
+    def layer_records(self) -> list[OpRecord]:
+        return list(self.ops.values())
+
+
+@torch.no_grad()
+def count_operations(model: nn.Module, x: torch.Tensor,
+                     counter: LayerOpCounter | None = None) -> tuple[LayerOpCounter, object]:
+    """Run ``model(x)`` once under the counter; returns ``(counter, model output)``.
+
+    Pass the same ``counter`` again to add further forwards into its records."""
+    counter = (counter or LayerOpCounter()).bind(model)
+    counter.new_forward()
+    with DispatchCounterMode([counter]):
+        out = model(x)
+    return counter, out

@@ -1,0 +1,85 @@
+"""``spikemoe profile`` and ``spikemoe report`` end to end, on the embedded digits-dvs data."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from spikemoe.cli import main
+
+
+def _json_line(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_profile_model_writes_json_table_and_three_plots(tmp_path, capsys):
+    out = tmp_path / "prof"
+    assert main(["profile", "--model", "test_spikformer_semm", "--samples", "3",
+                 "--out", str(out), "--json"]) == 0
+    brief = _json_line(capsys.readouterr().out)
+    assert brief["samples"] == 3 and brief["data"] == "digits-dvs"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "energy_layers.png", "firing_rates.png", "profile.json", "profile.md", "router_rates.png"]
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    p = json.loads((out / "profile.json").read_text())
+    assert p["model"] == "test_spikformer_semm" and p["params"] == 28_491 and p["T"] == 2
+    for convention in ("paper", "strict"):
+        e = p["energy"][convention]
+        # the per-inference energies (one counter per sample) and the per-layer totals
+        # (records merged over samples, divided by 3) are two paths to the same mean
+        assert e["per_sample_mJ"]["mean"] == pytest.approx(e["mJ"], rel=1e-9)
+        assert e["mJ"] == pytest.approx(sum(r["energy_pj"] for r in e["layers"]) * 1e-9)
+        assert e["per_sample_mJ"]["min"] <= e["per_sample_mJ"]["mean"] <= e["per_sample_mJ"]["max"]
+    # the first layer reads event counts: MACs in both conventions, flagged by the audit
+    first = [r for r in p["energy"]["paper"]["layers"] if r["first"]]
+    assert len(first) == 1 and first[0]["macs"] == first[0]["dense_macs"] > 0
+    assert any(a["layer"] == first[0]["layer"] for a in p["audit"])
+    # every spiking neuron is monitored, with one rate per time step; routers have 4 experts
+    assert len(p["firing"]["layers"]) >= 8
+    assert all(len(v["rate_per_step"]) == 2 for v in p["firing"]["layers"].values())
+    assert p["routers"]["blocks.0.attn.router.lif"]["num_experts"] == 4
+    md = (out / "profile.md").read_text()
+    assert "## Energy per layer (paper)" in md and "## Spike-driven audit" in md
+
+
+def test_profile_refuses_ambiguous_or_unsuitable_requests(tmp_path, capsys):
+    assert main(["profile", "--out", str(tmp_path)]) == 2
+    assert "either a CHECKPOINT" in capsys.readouterr().err
+    assert main(["profile", "--model", "spikformer_4_384_cifar", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "[4, 3, 32, 32]" in err and "--data" in err
+    assert main(["profile", "--model", "test_spikformer", "--samples", "0",
+                 "--out", str(tmp_path)]) == 2
+
+
+def test_train_ends_with_a_profile_and_report_gathers_the_run(tmp_path, capsys):
+    """A short real run on digits-dvs: ``spikemoe train`` profiles its best checkpoint, and
+    ``spikemoe report`` puts accuracy and energy in one row."""
+    assert main(["train", "model.name=test_spikformer_semm", "model.T=2", "data.T=2",
+                 "data.size=16", "schedule.epochs=1", "schedule.warmup_epochs=0",
+                 "data.batch_size=64", "run.profile_samples=4", "run.progress=false",
+                 "run.tensorboard=false", f"run.out_dir={tmp_path}", "run.name=r"]) == 0
+    run = tmp_path / "r"
+    summary = json.loads((run / "summary.json").read_text())
+    prof = json.loads((run / "profile" / "profile.json").read_text())
+    assert prof["samples"] == 4 and prof["weights"].startswith(str(run / "checkpoints"))
+    assert len(list((run / "profile").glob("*.png"))) == 3
+    capsys.readouterr()
+
+    csv_path = tmp_path / "runs.csv"
+    assert main(["report", str(run), "--csv", str(csv_path)]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("| run | model | data | T | params |")
+    row = next(csv.DictReader(io.StringIO(csv_path.read_text())))
+    assert row["model"] == "test_spikformer_semm" and row["data"] == "digits-dvs"
+    assert row["T"] == "2" and row["params"] == "28491"
+    assert float(row["best_top1"]) == pytest.approx(summary["best_top1"])
+    assert float(row["energy_paper_mJ"]) == pytest.approx(
+        prof["energy"]["paper"]["per_sample_mJ"]["mean"])
+    assert float(row["energy_strict_mJ"]) >= float(row["energy_paper_mJ"])
+
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
