@@ -28,11 +28,13 @@ def test_profile_model_writes_json_table_and_three_plots(tmp_path, capsys):
     assert p["model"] == "test_spikformer_semm" and p["params"] == 28_491 and p["T"] == 2
     for convention in ("paper", "strict"):
         e = p["energy"][convention]
-        # the per-inference energies (one counter per sample) and the per-layer totals
-        # (records merged over samples, divided by 3) are two paths to the same mean
-        assert e["per_sample_mJ"]["mean"] == pytest.approx(e["mJ"], rel=1e-9)
-        assert e["mJ"] == pytest.approx(sum(r["energy_pj"] for r in e["layers"]) * 1e-9)
-        assert e["per_sample_mJ"]["min"] <= e["per_sample_mJ"]["mean"] <= e["per_sample_mJ"]["max"]
+        # two paths to the same mean: each sample alone under its own counter (the spread
+        # pass, all 3 samples here) and the 3 samples in one batch under one counter
+        s = e["per_sample_mJ"]
+        assert s["spread_samples"] == 3
+        assert s["spread_mean"] == pytest.approx(s["mean"], rel=1e-9)
+        assert e["mJ"] == s["mean"] == pytest.approx(sum(r["energy_pj"] for r in e["layers"]) * 1e-9)
+        assert s["min"] <= s["spread_mean"] <= s["max"]
     # the first layer reads event counts: MACs in both conventions, flagged by the audit
     first = [r for r in p["energy"]["paper"]["layers"] if r["first"]]
     assert len(first) == 1 and first[0]["macs"] == first[0]["dense_macs"] > 0

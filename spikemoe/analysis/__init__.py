@@ -16,8 +16,8 @@ from .energy import (
 )
 from .firing_rates import FiringRateMonitor, FiringRates
 from .op_counts import LayerOpCounter, OpRecord, count_operations
-from .profile import merge_records, profile_model
+from .profile import profile_model
 
 __all__ = ["CONVENTIONS", "COST_TABLES", "CostTable", "FiringRateMonitor", "FiringRates",
            "LayerEnergy", "LayerOpCounter", "OpRecord", "audit", "cost_table", "count_operations",
-           "layer_energy", "merge_records", "profile_model"]
+           "layer_energy", "profile_model"]

@@ -19,24 +19,7 @@ from .energy import CONVENTIONS, audit, cost_table, layer_energy
 from .firing_rates import FiringRateMonitor
 from .op_counts import OpRecord, count_operations
 
-__all__ = ["merge_records", "profile_model"]
-
-
-def merge_records(total: dict[tuple[str, str], OpRecord], records: list[OpRecord]) -> None:
-    """Add one forward's records into running totals (keyed by layer and kind)."""
-    for r in records:
-        t = total.get((r.layer, r.kind))
-        if t is None:
-            total[(r.layer, r.kind)] = OpRecord(**{**r.__dict__})
-            continue
-        t.calls += r.calls
-        t.dense_macs += r.dense_macs
-        t.input_elements += r.input_elements
-        t.input_nonzero += r.input_nonzero
-        t.events += r.events
-        t.binary &= r.binary
-        t.integer &= r.integer
-        t.first |= r.first
+__all__ = ["profile_model"]
 
 
 def _spread(values: list[float]) -> dict:
@@ -53,11 +36,29 @@ def _time_steps(model: nn.Module, x: torch.Tensor) -> int:
     return int(getattr(model, "T", 1))
 
 
+def _batch(xs: list[torch.Tensor]) -> torch.Tensor:
+    """Samples without batch axis -> one batch: [T, C, H, W] -> [T, B, C, H, W] (time-major,
+    the model contract); [C, H, W] -> [B, C, H, W]."""
+    return torch.stack(xs, 1) if xs[0].dim() == 4 else torch.stack(xs, 0)
+
+
+def _energy_mj(records: list[OpRecord], convention: str, costs, steps: int,
+               first_layer_once: bool) -> float:
+    return sum(layer_energy(r, convention, costs, 1, steps, first_layer_once).energy_pj
+               for r in records) * 1e-9  # pJ -> mJ
+
+
 @torch.no_grad()
 def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp32",
                   first_layer_once: bool = False, max_samples: int | None = None,
-                  progress=None) -> dict:
-    """Run ``model`` on each sample and measure it.
+                  batch_size: int = 32, spread_samples: int = 16, progress=None) -> dict:
+    """Run ``model`` on the samples and measure it.
+
+    Two passes. (1) The first ``spread_samples`` samples run alone (batch 1), each under its
+    own counter: the spread (std, min, max) of the energy per inference. (2) All samples run
+    in batches of ``batch_size`` under one counter and the firing-rate monitor: the per-layer
+    totals, the mean energy per inference (= the mean of per-sample energies: every count is
+    a sum over samples) and the rates. Batching keeps the counting overhead small.
 
     Args:
         model: any ``nn.Module`` returning a ``ModelOutput`` (or logits); put in eval mode.
@@ -67,51 +68,72 @@ def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp3
         first_layer_once: charge the first layer's MACs once instead of T times.
     Returns:
         A JSON-ready dict: ``samples``, ``T``, ``accuracy`` (if labels), ``cost_table``,
-        ``energy`` (per convention: per-sample mJ spread, totals, per-layer breakdown),
-        ``ops`` (dense MACs per layer and in total), ``firing`` (per-layer rates and per
-        time step, mean rate), ``routers`` (per SEMM router: rate per expert and time step,
-        usage, routed-to-none) and ``audit`` (layers whose input is not binary, and why).
+        ``energy`` (per convention: mean mJ per inference and its spread, totals, per-layer
+        breakdown), ``ops`` (dense MACs per layer and in total), ``firing`` (per-layer rates
+        and per time step, mean rate), ``routers`` (per SEMM router: rate per expert and
+        time step, usage, routed-to-none) and ``audit`` (layers whose input is not binary).
     """
     costs = cost_table(table)
+    if batch_size < 1 or spread_samples < 1:
+        raise ValueError(f"batch_size and spread_samples must be >= 1, got {batch_size}, "
+                         f"{spread_samples}")
     was_training = model.training
     model.eval()
-    totals: dict[tuple[str, str], OpRecord] = {}
     per_sample = {c: [] for c in CONVENTIONS}
+    counter = None
     correct = labelled = n = 0
     steps = 1
     try:
         with FiringRateMonitor(model) as monitor:
+            pending: list = []
+
+            def run_batch() -> None:
+                nonlocal counter, correct, labelled, steps
+                xb = _batch([x for x, _ in pending])
+                steps = _time_steps(model, xb)
+                counter, out = count_operations(model, xb, counter)
+                logits = out.logits if hasattr(out, "logits") else out
+                for row, (_, y) in zip(logits.argmax(-1).tolist(), pending):
+                    if y is not None and int(y) >= 0:
+                        labelled += 1
+                        correct += int(row == int(y))
+                if progress is not None:
+                    progress.update(len(pending))
+                pending.clear()
+
             for x, y in samples:
                 if max_samples is not None and n >= max_samples:
                     break
-                # [T, C, H, W] -> [T, 1, C, H, W]; [C, H, W] -> [1, C, H, W]
-                xb = x.unsqueeze(1) if x.dim() == 4 else x.unsqueeze(0)
-                steps = _time_steps(model, xb)
-                counter, out = count_operations(model, xb)
-                logits = out.logits if hasattr(out, "logits") else out
-                records = counter.layer_records()
-                for c in CONVENTIONS:
-                    pj = sum(layer_energy(r, c, costs, 1, steps, first_layer_once).energy_pj
-                             for r in records)
-                    per_sample[c].append(pj * 1e-9)  # pJ -> mJ
-                merge_records(totals, records)
-                if y is not None and int(y) >= 0:
-                    labelled += 1
-                    correct += int(logits.argmax(-1).item() == int(y))
+                if n < spread_samples:  # alone, outside the monitor's and the totals' sums
+                    with monitor.paused():
+                        one, _ = count_operations(model, _batch([x]))
+                    records = one.layer_records()
+                    for c in CONVENTIONS:
+                        per_sample[c].append(_energy_mj(records, c, costs,
+                                                        _time_steps(model, _batch([x])),
+                                                        first_layer_once))
+                pending.append((x, y))
                 n += 1
-                if progress is not None:
-                    progress.update(1)
+                if len(pending) == batch_size:
+                    run_batch()
+            if pending:
+                run_batch()
     finally:
         model.train(was_training)
     if n == 0:
         raise ValueError("profile got no samples: the dataset split is empty or --samples is 0")
-    records = list(totals.values())
+    records = counter.layer_records()
     energy = {}
     for c in CONVENTIONS:
         layers = [layer_energy(r, c, costs, n, steps, first_layer_once) for r in records]
+        mean = sum(e.energy_pj for e in layers) * 1e-9
         energy[c] = {
-            "per_sample_mJ": _spread(per_sample[c]),
-            "mJ": sum(e.energy_pj for e in layers) * 1e-9,
+            # mean: over all samples; std/min/max (and their own mean): over the first
+            # spread_samples samples, each run alone
+            "per_sample_mJ": {"mean": mean, **{f"spread_{k}" if k == "mean" else k: v
+                                              for k, v in _spread(per_sample[c]).items()},
+                              "spread_samples": len(per_sample[c])},
+            "mJ": mean,
             "macs": sum(e.macs for e in layers),
             "sops": sum(e.sops for e in layers),
             "mask_ops": sum(e.mask_ops for e in layers),
