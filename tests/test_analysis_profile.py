@@ -85,3 +85,21 @@ def test_train_ends_with_a_profile_and_report_gathers_the_run(tmp_path, capsys):
 
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_a_model_without_spiking_neurons_is_charged_macs_in_both_conventions():
+    """An ANN's sparse ReLU output is not spikes: every multiply-add is a MAC (papers.md 3)."""
+    import torch
+    from torch import nn
+
+    from spikemoe.analysis import profile_model
+
+    torch.manual_seed(0)
+    ann = nn.Sequential(nn.Flatten(), nn.Linear(2 * 4 * 4, 8), nn.ReLU(), nn.Linear(8, 3))
+    samples = [(torch.rand(2, 4, 4), i % 3) for i in range(5)]  # static [C, H, W] samples
+    p = profile_model(ann, samples, batch_size=2, spread_samples=2)
+    assert p["samples"] == 5 and not p["spiking"] and p["firing"]["layers"] == {}
+    for c in ("paper", "strict"):
+        e = p["energy"][c]
+        assert e["sops"] == 0 and e["macs"] == 32 * 8 + 8 * 3  # per inference
+        assert e["mJ"] == pytest.approx((32 * 8 + 8 * 3) * 4.6e-9)

@@ -82,14 +82,20 @@ class LayerEnergy:
 
 
 def layer_energy(rec: OpRecord, convention: str, table: CostTable, samples: int = 1,
-                 time_steps: int = 1, first_layer_once: bool = False) -> LayerEnergy:
-    """Charge one ``OpRecord`` (counted over ``samples`` inferences) per inference."""
+                 time_steps: int = 1, first_layer_once: bool = False,
+                 spiking: bool = True) -> LayerEnergy:
+    """Charge one ``OpRecord`` (counted over ``samples`` inferences) per inference.
+
+    ``spiking=False`` (a model without spiking neurons, e.g. an ANN baseline): every layer
+    is charged its dense MACs in both conventions, whatever its input sparsity."""
     if convention not in CONVENTIONS:
         raise ValueError(f"unknown convention {convention!r}; expected one of {CONVENTIONS}")
     dense = rec.dense_macs / samples
     macs = sops = masks = 0.0
     if rec.kind == "mask":
         masks = dense
+    elif not spiking:
+        macs = dense
     elif convention == "paper":
         if rec.first:
             macs = dense / time_steps if first_layer_once else dense

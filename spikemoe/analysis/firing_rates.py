@@ -19,6 +19,7 @@ simply reports no layers.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -74,6 +75,7 @@ class FiringRateMonitor:
         self.model = model
         self.neurons = {name: m for name, m in model.named_modules() if isinstance(m, BaseNode)}
         self._handles: list = []
+        self._paused = False
         self.reset()
 
     def reset(self) -> None:
@@ -90,9 +92,19 @@ class FiringRateMonitor:
             h.remove()
         self._handles.clear()
 
+    @contextlib.contextmanager
+    def paused(self):
+        """Forwards inside this block are not counted (e.g. extra runs of the same samples)."""
+        self._paused = True
+        try:
+            yield self
+        finally:
+            self._paused = False
+
     def _hook(self, name: str):
         def hook(module, args, out):
-            self._accumulate(name, module, out.detach())
+            if not self._paused:
+                self._accumulate(name, module, out.detach())
         return hook
 
     @torch.no_grad()

@@ -17,7 +17,14 @@ activation-by-activation matmul this records:
                  input this is SpikingJelly's SynOp count (= fr * dense_macs for a Linear;
                  a convolution leaves out padded positions; a spike-by-spike matmul counts
                  coincident pairs); tests check the agreement with ``SynOpCounter``.
-    first        it consumed the model input (the first matmul/conv of a forward)
+    first        it consumed the model input: the first matmul/conv of a forward, if no
+                 spiking neuron ran before it (a net that starts with a neuron, e.g. an
+                 input-encoding LIF, has no first layer: its first synapses read spikes)
+
+Each activation-by-activation matmul is its own record, named ``<module>#<i>`` for the
+i-th such product (1-based) that module runs in a forward: SSA's ``Q K^T`` (spike by
+spike, binary) and ``(Q K^T) V`` (spike counts by spikes) differ in kind, and one
+merged record would charge the binary one as MACs under the ``strict`` convention.
 
 Element-wise products of two spike tensors outside neurons (SEMM's ``R (.) O`` and
 ``G (.) Z2``, SDSA's ``Q (.) KV``) are counted as ``mask_ops`` (one AND per output).
@@ -80,8 +87,11 @@ def _is_count(x: torch.Tensor) -> bool:
     return bool((x >= 0).all()) and bool((x == torch.floor(x)).all())
 
 
-def _dense_macs(func, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> int:
+def _dense_macs(func, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor,
+                args: tuple) -> int:
     if func is aten.convolution.default:
+        if args[6]:  # transposed, weight [C_in, C_out / groups, k_h, k_w]: per input element
+            return a.numel() * prod(b.shape[1:])
         return out.numel() * prod(b.shape[1:])  # per output: (C_in / groups) k_h k_w
     if a.ndim == 3:  # bmm / baddbmm: [b, m, k] @ [b, k, n]
         return a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
@@ -95,17 +105,34 @@ def _untracked():
 
 def _events(func, a: torch.Tensor, b: torch.Tensor, a_weight: bool, b_weight: bool,
             args: tuple) -> int:
-    """Accumulates triggered by integer-valued activations: sum(op(acts, ones for weights))."""
-    a = torch.ones_like(a, dtype=torch.float64) if a_weight else a.double()
-    b = torch.ones_like(b, dtype=torch.float64) if b_weight else b.double()
+    """Accumulates triggered by integer-valued activations: ``sum(op(acts, ones for weights))``.
+
+    Computed without running the op again at full size (the profile must stay cheap):
+    ``sum(X @ W) -> sum(X) * n`` for ``[m, k] @ [k, n]``; ``sum(A @ B) = sum_k colsum(A)_k *
+    rowsum(B)_k`` for two activations; a convolution sums its input over the channels of
+    each group and convolves that with a single ones kernel per group, times C_out / groups
+    (exact, padding and stride included).
+    """
     with torch.no_grad(), _untracked():
         if func is aten.convolution.default:
-            out = aten.convolution.default(a, b, None, *args[3:9])
-        elif a.ndim == 3:
-            out = aten.bmm.default(a, b)
-        else:
-            out = aten.mm.default(a, b)
-    return int(round(float(out.sum())))
+            if a_weight or not b_weight or args[6]:  # unusual (transposed, weight as input)
+                a = torch.ones_like(a, dtype=torch.float64) if a_weight else a.double()
+                b = torch.ones_like(b, dtype=torch.float64) if b_weight else b.double()
+                return int(round(float(aten.convolution.default(a, b, None, *args[3:9]).sum())))
+            groups = args[8]
+            c_out = b.shape[0]
+            x = a.double()  # [B, C_in, *S] -> [B, g, C_in / g, *S] -> [B, g, *S]
+            x = x.reshape(x.shape[0], groups, x.shape[1] // groups, *x.shape[2:]).sum(2)
+            ones = torch.ones(groups, 1, *b.shape[2:], dtype=torch.float64)
+            out = aten.convolution.default(x, ones, None, *args[3:8], groups)
+            return int(round(float(out.sum()) * (c_out // groups)))
+        if b_weight:
+            return int(round(float(a.sum(dtype=torch.float64)) * b.shape[-1]))
+        if a_weight:
+            return int(round(float(b.sum(dtype=torch.float64)) * a.shape[-2]))
+        col = a.sum(-2, dtype=torch.float64)  # [(b,) k]
+        row = b.sum(-1, dtype=torch.float64)  # [(b,) k]
+        return int(round(float((col * row).sum())))
 
 
 class LayerOpCounter(BaseCounter):
@@ -113,16 +140,27 @@ class LayerOpCounter(BaseCounter):
 
     Use through ``count_operations`` or inside ``DispatchCounterMode([counter])`` after
     ``counter.bind(model)``; call ``counter.new_forward()`` before each forward.
+
+    It sees every aten op (``has_rule`` is always true) so that it knows when a spiking
+    neuron has run (then no later op is the first layer); ops inside neurons are not
+    counted: neuron updates are not synaptic operations.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.rules = {func: (lambda *a: 0) for func in (*_MATMULS, *_MASKS)}
-        self.ignore_modules = [BaseNode]  # neuron internals are not synaptic operations
+        self.ignore_modules = []  # neurons are recognised in ``count`` (see the docstring)
         self.ops: dict[tuple[str, str], OpRecord] = {}
         self._weights: set[int] = set()
         self._root = ""
         self._first_pending = True
+        self._matmul_index: dict[str, int] = {}
+
+    def has_rule(self, func) -> bool:
+        return True
+
+    def record(self, scope: str, func, value: int) -> None:
+        """Counts live in ``self.ops``; SpikingJelly's per-scope records stay empty."""
 
     def bind(self, model: nn.Module) -> LayerOpCounter:
         """Remember ``model``'s parameters (to tell weights from activations) and its name."""
@@ -132,6 +170,7 @@ class LayerOpCounter(BaseCounter):
 
     def new_forward(self) -> None:
         self._first_pending = True
+        self._matmul_index = {}
 
     def _is_weight(self, t: torch.Tensor) -> bool:
         return t.untyped_storage().data_ptr() in self._weights
@@ -143,6 +182,11 @@ class LayerOpCounter(BaseCounter):
         return name[len(self._root) + 1:] if name.startswith(self._root + ".") else name
 
     def count(self, func, args, kwargs, out, active_modules=None, parent_names=None) -> int:
+        if any(isinstance(m, BaseNode) for m in active_modules or ()):
+            self._first_pending = False  # a neuron ran: later layers read spikes
+            return 0
+        if func not in self.rules:
+            return 0
         layer = self._layer(parent_names)
         if func in _MASKS:
             self._count_mask(layer, args, out)
@@ -155,9 +199,12 @@ class LayerOpCounter(BaseCounter):
             kind = "linear"
         if not acts:  # weight x weight (e.g. a folded product): not an inference-time op
             return 0
+        if kind == "matmul":  # one record per activation product of the module
+            i = self._matmul_index[layer] = self._matmul_index.get(layer, 0) + 1
+            layer = f"{layer}#{i}"
         rec = self.ops.setdefault((layer, kind), OpRecord(layer, kind))
         rec.calls += 1
-        rec.dense_macs += _dense_macs(func, a, b, out)
+        rec.dense_macs += _dense_macs(func, a, b, out, args)
         binary = all(_is_binary(t) for t in acts)
         counts = all(_is_count(t) for t in acts)
         rec.binary &= binary

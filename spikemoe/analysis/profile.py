@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable
 
 import torch
+from spikingjelly.activation_based.neuron import BaseNode
 from torch import nn
 
 from .energy import CONVENTIONS, audit, cost_table, layer_energy
@@ -43,8 +44,8 @@ def _batch(xs: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _energy_mj(records: list[OpRecord], convention: str, costs, steps: int,
-               first_layer_once: bool) -> float:
-    return sum(layer_energy(r, convention, costs, 1, steps, first_layer_once).energy_pj
+               first_layer_once: bool, spiking: bool) -> float:
+    return sum(layer_energy(r, convention, costs, 1, steps, first_layer_once, spiking).energy_pj
                for r in records) * 1e-9  # pJ -> mJ
 
 
@@ -77,6 +78,8 @@ def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp3
     if batch_size < 1 or spread_samples < 1:
         raise ValueError(f"batch_size and spread_samples must be >= 1, got {batch_size}, "
                          f"{spread_samples}")
+    # a model without spiking neurons (an ANN baseline) is charged MACs everywhere
+    spiking = any(isinstance(m, BaseNode) for m in model.modules())
     was_training = model.training
     model.eval()
     per_sample = {c: [] for c in CONVENTIONS}
@@ -111,7 +114,7 @@ def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp3
                     for c in CONVENTIONS:
                         per_sample[c].append(_energy_mj(records, c, costs,
                                                         _time_steps(model, _batch([x])),
-                                                        first_layer_once))
+                                                        first_layer_once, spiking))
                 pending.append((x, y))
                 n += 1
                 if len(pending) == batch_size:
@@ -125,7 +128,8 @@ def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp3
     records = counter.layer_records()
     energy = {}
     for c in CONVENTIONS:
-        layers = [layer_energy(r, c, costs, n, steps, first_layer_once) for r in records]
+        layers = [layer_energy(r, c, costs, n, steps, first_layer_once, spiking)
+                  for r in records]
         mean = sum(e.energy_pj for e in layers) * 1e-9
         energy[c] = {
             # mean: over all samples; std/min/max (and their own mean): over the first
@@ -146,6 +150,7 @@ def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp3
         "cost_table": {"name": costs.name, "e_mac_pj": costs.e_mac_pj, "e_ac_pj": costs.e_ac_pj,
                        "source": costs.source},
         "first_layer_once": first_layer_once,
+        "spiking": spiking,
         "energy": energy,
         "ops": {
             "dense_macs": sum(r.dense_macs for r in records if r.kind != "mask") / n,
