@@ -206,7 +206,7 @@ class LayerOpCounter(BaseCounter):
         rec.calls += 1
         rec.dense_macs += _dense_macs(func, a, b, out, args)
         binary = all(_is_binary(t) for t in acts)
-        counts = all(_is_count(t) for t in acts)
+        counts = binary or all(_is_count(t) for t in acts)  # binary implies counts
         rec.binary &= binary
         rec.integer &= counts
         rec.input_elements += sum(t.numel() for t in acts)
@@ -236,9 +236,39 @@ def count_operations(model: nn.Module, x: torch.Tensor,
                      counter: LayerOpCounter | None = None) -> tuple[LayerOpCounter, object]:
     """Run ``model(x)`` once under the counter; returns ``(counter, model output)``.
 
-    Pass the same ``counter`` again to add further forwards into its records."""
+    Pass the same ``counter`` again to add further forwards into its records. Spiking
+    neurons run with the counting mode switched off (their updates are not synaptic
+    operations, and in a spiking transformer they are most of the aten calls, so this is
+    what keeps counting cheap); entering one tells the counter that later layers read spikes.
+    """
+    from torch.utils._python_dispatch import _pop_mode_temporarily
+
     counter = (counter or LayerOpCounter()).bind(model)
     counter.new_forward()
-    with DispatchCounterMode([counter]):
-        out = model(x)
+    paused: list = []
+
+    def enter_neuron(module, args):
+        counter._first_pending = False  # a neuron ran: later layers read spikes
+        ctx = _pop_mode_temporarily()
+        ctx.__enter__()
+        paused.append(ctx)
+
+    def leave_neuron(module, args, out):
+        paused.pop().__exit__(None, None, None)
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, BaseNode):
+            handles.append(m.register_forward_pre_hook(enter_neuron))
+            handles.append(m.register_forward_hook(leave_neuron))
+    try:
+        with DispatchCounterMode([counter]):
+            try:
+                out = model(x)
+            finally:
+                while paused:  # a neuron raised: restore the mode before leaving it
+                    paused.pop().__exit__(None, None, None)
+    finally:
+        for h in handles:
+            h.remove()
     return counter, out
