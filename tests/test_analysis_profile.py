@@ -103,3 +103,16 @@ def test_a_model_without_spiking_neurons_is_charged_macs_in_both_conventions():
         e = p["energy"][c]
         assert e["sops"] == 0 and e["macs"] == 32 * 8 + 8 * 3  # per inference
         assert e["mJ"] == pytest.approx((32 * 8 + 8 * 3) * 4.6e-9)
+
+
+def test_profile_a_byte_level_language_model_on_the_stdlib_corpus(tmp_path, capsys):
+    """An LM's input is ``[N]`` byte ids: the profile reads stdlib-bytes windows of N bytes,
+    charges MACs (no spiking neurons) and skips top-1 (its targets are per token)."""
+    assert main(["profile", "--model", "causal_transformer_lm_small", "--samples", "2",
+                 "--out", str(tmp_path), "--json"]) == 0
+    brief = _json_line(capsys.readouterr().out)
+    p = json.loads((tmp_path / "profile.json").read_text())
+    assert brief["data"] == "stdlib-bytes" and p["samples"] == 2 and not p["spiking"]
+    assert p["energy"]["paper"]["sops"] == 0 and p["energy"]["paper"]["macs"] > 0
+    assert p["energy"]["paper"]["mJ"] == p["energy"]["strict"]["mJ"]
+    assert "accuracy" not in p and p["audit"] == []

@@ -8,8 +8,8 @@
 conventions), ``profile.md`` (the tables, in ``--convention``) and three PNG plots into
 ``--out``. A CHECKPOINT (a .pt file or a run directory) brings its model, weights and
 dataset; ``--model NAME`` profiles a freshly initialised registered model, on
-``digits-dvs`` at the model's T and size when it takes 2-channel event frames, else on
-``--data``.
+``digits-dvs`` at the model's T and size when it takes 2-channel event frames, on
+``stdlib-bytes`` windows for a byte-level language model, else on ``--data``.
 """
 from __future__ import annotations
 
@@ -24,7 +24,10 @@ __all__ = ["add_analysis_parsers", "profile_checkpoint", "profile_to_dir"]
 def _dataset_for_model(model, data: str | None, root: str | None, split: str, data_seed: int = 0):
     from spikemoe.data import create_dataset, dataset_info
 
-    shape = getattr(model, "input_shape", None)  # (T, C, H, W)
+    shape = getattr(model, "input_shape", None)  # (T, C, H, W), or (N,) for a byte-level LM
+    if shape is not None and len(shape) == 1:  # a language model: windows of N bytes
+        data = data or "stdlib-bytes"
+        return data, create_dataset(data, split, root=root, T=int(shape[0]), augment=False)
     if data is None:
         if shape is None or shape[1] != 2:
             raise ValueError(
@@ -153,11 +156,12 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(brief))
     else:
+        kind = (f"{len(result['audit'])} layer(s) with non-binary input" if result["spiking"]
+                else "not a spiking model: every multiply-add is a MAC")
         print(f"{result['model']} on {result['data']} ({result['samples']} samples): "
               f"{e['per_sample_mJ']['mean']:.4g} mJ per inference ({args.convention}, "
               f"std {e['per_sample_mJ']['std']:.2g}), {e['macs']:,.0f} MACs, {e['sops']:,.0f} SOPs, "
-              f"mean firing rate {result['firing']['mean_rate']:.4f}; "
-              f"{len(result['audit'])} layer(s) with non-binary input. Wrote {args.out}/")
+              f"mean firing rate {result['firing']['mean_rate']:.4f}; {kind}. Wrote {args.out}/")
     return 0
 
 

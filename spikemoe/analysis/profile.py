@@ -39,7 +39,7 @@ def _time_steps(model: nn.Module, x: torch.Tensor) -> int:
 
 def _batch(xs: list[torch.Tensor]) -> torch.Tensor:
     """Samples without batch axis -> one batch: [T, C, H, W] -> [T, B, C, H, W] (time-major,
-    the model contract); [C, H, W] -> [B, C, H, W]."""
+    the model contract); [C, H, W] -> [B, C, H, W]; byte ids [N] -> [B, N]."""
     return torch.stack(xs, 1) if xs[0].dim() == 4 else torch.stack(xs, 0)
 
 
@@ -97,6 +97,8 @@ def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp3
                 counter, out = count_operations(model, xb, counter)
                 logits = out.logits if hasattr(out, "logits") else out
                 for row, (_, y) in zip(logits.argmax(-1).tolist(), pending):
+                    if torch.is_tensor(y) and y.numel() != 1:
+                        continue  # per-token targets (a language model): no top-1 here
                     if y is not None and int(y) >= 0:
                         labelled += 1
                         correct += int(row == int(y))
@@ -159,7 +161,7 @@ def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp3
         },
         "firing": {"mean_rate": rates.mean_rate(), "layers": rates.layers},
         "routers": rates.routers,
-        "audit": audit(records),
+        "audit": audit(records) if spiking else [],  # an ANN: nothing is meant to be spikes
     }
     if labelled:
         out["accuracy"] = {"top1": 100.0 * correct / labelled, "n": labelled}

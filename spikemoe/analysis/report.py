@@ -52,7 +52,9 @@ def profile_markdown(p: dict, convention: str = "paper") -> str:
                      f"{r['input_rate']:.4f} | {'yes' if r['binary'] else 'no'} | "
                      f"{_fmt(r['macs'])} | {_fmt(r['sops'])} | {r['energy_pj'] * 1e-3:.4g} |")
     lines += ["", "## Spike-driven audit: layers whose input is not binary", ""]
-    if p["audit"]:
+    if not p.get("spiking", True):
+        lines.append("not a spiking model (no spiking neurons): every layer is charged MACs.")
+    elif p["audit"]:
         lines += ["| layer | kind | input rate | reason |", "| --- | --- | ---: | --- |"]
         lines += [f"| {a['layer']} | {a['kind']} | {a['input_rate']:.4f} | {a['reason']} |"
                   for a in p["audit"]]

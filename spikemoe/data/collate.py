@@ -10,7 +10,8 @@ def collate_time_major(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Ten
     """Stack ``(x, y)`` items into model input.
 
     Event items ``x [T, 2, H, W]`` -> ``x [T, B, 2, H, W]`` (time-major, contiguous); image items
-    ``x [C, H, W]`` -> ``x [B, C, H, W]``. Labels -> ``y`` int64 ``[B]``.
+    ``x [C, H, W]`` -> ``x [B, C, H, W]``. Labels -> ``y`` int64 ``[B]``. Token items (text:
+    ``x [N]`` int64 with per-token targets ``y [N]``) -> ``x [B, N]``, ``y [B, N]``.
 
     Raises:
         ValueError: an empty batch, or items of different shapes (the message names both).
@@ -23,9 +24,12 @@ def collate_time_major(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Ten
         if x.shape != first:
             raise ValueError(f"batch items differ in shape: item 0 is {list(first)}, item {i} is "
                              f"{list(x.shape)}; build the dataset with one T and size")
+    if len(first) == 1:  # token sequences with a target per token
+        return torch.stack(xs), torch.stack([torch.as_tensor(y, dtype=torch.int64)
+                                             for _, y in batch])  # [B, N], [B, N]
     if len(first) not in (3, 4):
-        raise ValueError("items must be event frames [T, 2, H, W] or images [C, H, W], got "
-                         f"{list(first)}")
+        raise ValueError("items must be event frames [T, 2, H, W], images [C, H, W] or token "
+                         f"ids [N], got {list(first)}")
     x = torch.stack(xs)  # [B, T, 2, H, W] or [B, C, H, W]
     if x.dim() == 5:
         x = x.transpose(0, 1).contiguous()  # [B, T, 2, H, W] -> [T, B, 2, H, W]

@@ -56,7 +56,7 @@ def prepare_dataset(name: str, args: argparse.Namespace) -> int:
     if not report.ok and not args.allow_incomplete:
         print("stopped: fix the problems above (or pass --allow-incomplete to build what is there)")
         return 1
-    if args.verify_only or info.kind == "images":
+    if args.verify_only or info.kind in ("images", "text"):  # nothing to cache
         return 0 if report.ok else 1
     start = time.perf_counter()
     cache = None

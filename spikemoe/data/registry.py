@@ -1,8 +1,10 @@
 """The dataset registry: ``list_datasets()``, ``dataset_info(name)``, ``create_dataset(...)``.
 
 Event datasets (and digits-dvs) give ``(x [T, 2, H, W] float32 event counts, y int)``; image
-datasets give ``(x [3, H, W] float32 normalised, y int)``. ``collate.collate_time_major`` batches
-both for the models (``[T, B, 2, H, W]`` / ``[B, 3, H, W]``).
+datasets give ``(x [3, H, W] float32 normalised, y int)``; the text dataset ``stdlib-bytes``
+gives ``(x [T] int64 bytes, y [T] int64 next bytes)`` (``T`` = bytes per window).
+``collate.collate_time_major`` batches them for the models (``[T, B, 2, H, W]`` /
+``[B, 3, H, W]`` / ``[B, T]`` with targets ``[B, T]``).
 """
 from __future__ import annotations
 
@@ -23,7 +25,9 @@ class DatasetInfo:
     """What a dataset is, for model building and messages.
 
     Attributes:
-        name: registry name. kind: 'events' (items ``[T, 2, H, W]``) or 'images' (``[C, H, W]``).
+        name: registry name. kind: 'events' (items ``[T, 2, H, W]``), 'images' (``[C, H, W]``)
+            or 'text' (byte ids ``[T]`` with next-byte targets ``[T]``; num_classes = 256 is the
+            vocabulary, in_channels and native_size are 1 and (1, 1), unused).
         num_classes, in_channels: model head and stem sizes.
         native_size: ``(H, W)`` of the sensor (events) or the recipe's crop (images).
         train_augment: the recipe's train augmentation, in words (``augment=None``).
@@ -61,6 +65,8 @@ _INFOS = {i.name: i for i in [
     DatasetInfo("imagenet", "images", 1000, 3, (224, 224),
                 "RandomResizedCrop, flip, RandAugment(2, m9), random erasing 0.25",
                 "datasets/imagenet.md"),
+    DatasetInfo("stdlib-bytes", "text", 256, 1, (1, 1), "none (fixed windows)",
+                "datasets/stdlib-bytes.md", needs_root=False),
 ]}
 
 _RECIPE_EVENT_FLIP: dict[str, bool | None] = {  # None: the recipe has no augmentation
@@ -108,9 +114,10 @@ def create_dataset(name: str, split: str, *, root: str | Path | None = None, T: 
     Args:
         name: one of ``list_datasets()``.
         split: 'train' or 'test' (CIFAR10-DVS: the papers' fixed per-class 9:1 split; digits-dvs:
-            every 5th digit of each class held out).
-        root: the folder holding the data (layouts: ``datasets/<name>.md``); digits-dvs needs none.
-        T: frames per sample (event datasets; ignored for images).
+            every 5th digit of each class held out; stdlib-bytes: files with crc32(path) % 10 == 0).
+        root: the folder holding the data (layouts: ``datasets/<name>.md``); digits-dvs needs none,
+            stdlib-bytes reads this Python's standard library unless given a folder of .py files.
+        T: frames per sample (event datasets; ignored for images); bytes per window (text).
         size: output H = W (int) or (H, W); None = native (events: on events, ``frames.py``).
         integration: 'count' (equal event counts per frame, SpikingJelly split_by='number') or
             'time' (equal time windows). Event datasets only.
@@ -131,6 +138,12 @@ def create_dataset(name: str, split: str, *, root: str | Path | None = None, T: 
     info = dataset_info(name)
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if info.kind == "text":
+        if augment not in (None, False):
+            raise ValueError(f"{name} has no augmentation; set data.augment=null, got {augment!r}")
+        from .text_corpus import StdlibBytes
+
+        return StdlibBytes(split, seq_len=T, root=root)
     if info.kind == "images":
         if not (isinstance(augment, bool) or augment is None or callable(augment)):
             raise ValueError(f"augment must be None, True, False or a callable, got {augment!r}")

@@ -122,6 +122,17 @@ def verify_dataset(name: str, root: str | Path | None, deep: bool = False) -> Ve
         if n != 1797:
             report.problems.append(f"load_digits() returned {n} digits, expected 1797")
         return report
+    if info.kind == "text":  # stdlib-bytes: this Python's own sources (or --root), no files to get
+        from .text_corpus import split_of, stdlib_files
+
+        try:
+            base, files = stdlib_files(root)
+        except FileNotFoundError as e:
+            report.problems.append(str(e))
+            return report
+        held = sum(split_of(p.relative_to(base).as_posix()) == "test" for p in files)
+        report.notes.append(f"{base}: {len(files)} .py files, {held} held out for test")
+        return report
     layout = EVENT_LAYOUTS[name].layout if name in EVENT_LAYOUTS else f"see {info.card}"
     if root is None:
         report.problems.append(f"{name} needs --root DIR; expected layout: {layout} ({info.card})")

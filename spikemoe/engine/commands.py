@@ -22,7 +22,7 @@ _TRAIN_EPILOG = """\
 keys (section.key=value; a key unique across sections may drop its section, e.g. lr=5e-4):
   model.name, model.<any create_model override>  e.g. model.embed_dim=64 model.T=4
   data.name root T size integration augment cache_dir seed batch_size (global)
-       eval_batch_size num_workers skip_corrupt download
+       eval_batch_size num_workers skip_corrupt download train_samples test_samples
   optim.lr weight_decay betas eps clip_grad label_smoothing aux_weight tet tet_lambda
         tet_means tet_module ema_decay
   schedule.epochs warmup_epochs cooldown_epochs warmup_lr min_lr update (epoch|step)
@@ -109,6 +109,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(r))
         return 0
     top5 = f", top-5 {r['top5']:.2f}%" if "top5" in r else ""
+    if "perplexity" in r:  # a language model: per-token figures
+        top5 += f", perplexity {r['perplexity']:.3f} over {r['tokens']} tokens"
     print(f"{r['checkpoint']} (epoch {r['epoch']}, step {r['step']}): {r['model']} on "
           f"{r['data']} {r['split']} ({r['n']} samples): top-1 {r['top1']:.2f}%{top5}, "
           f"loss {r['loss']:.4f}")

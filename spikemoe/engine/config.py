@@ -53,6 +53,9 @@ class DataConfig:
     ``batch_size`` is the GLOBAL batch: each of N processes loads ``batch_size / N``, so the
     same config trains the same model on 1 or N processes. ``augment``: null = the dataset
     recipe's train augmentation on the train split only; false = none; true = also on test.
+    ``T``: frames per sample (event datasets), bytes per window (text). ``train_samples`` /
+    ``test_samples``: use only that many samples of the split, evenly spaced through it
+    (null = all; for corpora far larger than a short run, e.g. stdlib-bytes).
     """
 
     name: str = "digits-dvs"
@@ -68,6 +71,8 @@ class DataConfig:
     num_workers: int = 0
     skip_corrupt: bool = False
     download: bool = False
+    train_samples: int | None = None
+    test_samples: int | None = None
 
 
 @dataclass
@@ -353,6 +358,8 @@ def validate(cfg: TrainConfig, where: str) -> None:
         (cfg.data.batch_size >= 1, "data.batch_size must be >= 1"),
         (cfg.data.T >= 1, "data.T must be >= 1"),
         (cfg.data.num_workers >= 0, "data.num_workers must be >= 0"),
+        (all(n is None or n >= 1 for n in (cfg.data.train_samples, cfg.data.test_samples)),
+         "data.train_samples and data.test_samples must be >= 1, or null for the whole split"),
         (cfg.schedule.epochs >= 1, "schedule.epochs must be >= 1"),
         (0 <= cfg.schedule.warmup_epochs <= cfg.schedule.epochs,
          "schedule.warmup_epochs must be between 0 and schedule.epochs"),

@@ -1,5 +1,9 @@
 """Held-out evaluation: loss, top-1, top-5 (when there are more than 5 classes), model metrics.
 
+Language models (``logits [B, N, V]``, targets ``[B, N]``) are scored per token: ``loss`` is the
+mean token cross-entropy (nats), top-1/top-5 are next-token accuracies, and ``perplexity`` =
+``exp(loss)`` and ``tokens`` are added.
+
 ``evaluate_model`` runs one pass over a (sharded) loader and sums over ranks, so the numbers
 cover every test sample exactly once on 1 or N processes. ``evaluate_checkpoint`` rebuilds
 the model and the data from the config stored in a checkpoint (``spikemoe evaluate``).
@@ -7,6 +11,7 @@ the model and the data from the config stored in a checkpoint (``spikemoe evalua
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 
 import torch
@@ -17,7 +22,7 @@ from .checkpoint import find_checkpoint, load_checkpoint
 from .config import config_from_dict
 from .distributed import all_reduce_sum, init_distributed
 from .loaders import build_eval_loader, create_split
-from .losses import topk_correct
+from .losses import token_view, topk_correct
 
 __all__ = ["MetricSums", "check_num_classes", "evaluate_checkpoint", "evaluate_model", "load_model_weights"]
 
@@ -64,31 +69,38 @@ def evaluate_model(model: nn.Module, loader, device: torch.device,
 
     Returns:
         ``{"loss", "top1", "top5" (if K > 5), "n", "metrics": {...}}``; accuracies in percent,
-        summed over every rank's shard.
+        summed over every rank's shard; language models add ``perplexity`` and ``tokens``
+        (module docstring).
     """
     was_training = model.training
     model.eval()
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, n
+    sums = torch.zeros(5, dtype=torch.float64, device=device)  # loss, top1, top5, n, predictions
     metric_sums = MetricSums()
     num_classes = None
+    sequence = False
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast or contextlib.nullcontext():
             out = model(x)
-        logits = out.logits.float()
+        sequence |= out.logits.dim() == 3
+        logits, targets = token_view(out.logits.float(), y)  # [B N, V], [B N] for an LM
         num_classes = logits.shape[1]
-        c1, c5 = topk_correct(logits, y, (1, min(5, num_classes)))
-        sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
-                             c1.double(), c5.double(), sums.new_tensor(len(y))])
+        c1, c5 = topk_correct(logits, targets, (1, min(5, num_classes)))
+        sums += torch.stack([F.cross_entropy(logits, targets, reduction="sum").double(),
+                             c1.double(), c5.double(), sums.new_tensor(len(y)),
+                             sums.new_tensor(targets.numel())])
         metric_sums.add(out.metrics, len(y))
         if progress is not None:
             progress.update(1)
     model.train(was_training)
     # every rank takes part in the reductions, even with an empty shard
-    loss, top1, top5, n = all_reduce_sum(sums).tolist()
-    result = {"loss": loss / max(n, 1), "top1": 100 * top1 / max(n, 1), "n": int(n)}
+    loss, top1, top5, n, m = all_reduce_sum(sums).tolist()
+    result = {"loss": loss / max(m, 1), "top1": 100 * top1 / max(m, 1), "n": int(n)}
     if num_classes is None or num_classes > 5:
-        result["top5"] = 100 * top5 / max(n, 1)
+        result["top5"] = 100 * top5 / max(m, 1)
+    if sequence:
+        result["perplexity"] = math.exp(min(result["loss"], 700.0))
+        result["tokens"] = int(m)
     result["metrics"] = metric_sums.means(n)
     return result
 

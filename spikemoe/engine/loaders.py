@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from .config import DataConfig
 from .distributed import DistInfo, ResumableDistributedSampler, ShardSampler
@@ -48,11 +48,15 @@ def create_split(cfg: DataConfig, split: str, augment=None) -> Dataset:
     from spikemoe.data import create_dataset
 
     size = tuple(cfg.size) if isinstance(cfg.size, list) else cfg.size
-    return create_dataset(cfg.name, split, root=cfg.root, T=cfg.T, size=size,
-                          integration=cfg.integration,
-                          augment=cfg.augment if augment is None else augment,
-                          cache_dir=cfg.cache_dir, seed=cfg.seed,
-                          skip_corrupt=cfg.skip_corrupt, download=cfg.download)
+    dataset = create_dataset(cfg.name, split, root=cfg.root, T=cfg.T, size=size,
+                             integration=cfg.integration,
+                             augment=cfg.augment if augment is None else augment,
+                             cache_dir=cfg.cache_dir, seed=cfg.seed,
+                             skip_corrupt=cfg.skip_corrupt, download=cfg.download)
+    limit = cfg.train_samples if split == "train" else cfg.test_samples
+    if limit is not None and limit < len(dataset):  # evenly spaced: i * len / limit
+        dataset = Subset(dataset, [i * len(dataset) // limit for i in range(limit)])
+    return dataset
 
 
 def build_datasets(cfg: DataConfig) -> DataBundle:

@@ -7,6 +7,11 @@ Every model returns ``ModelOutput(logits [B, K], aux_loss, metrics)``; the train
 with ``targets`` int64 ``[B]`` or soft ``[B, K]`` (MixUp/CutMix). ``task`` is
 ``nn.CrossEntropyLoss(label_smoothing=...)`` (it takes both target kinds), or TET.
 
+Sequence models (causal language models) return ``logits [B, N, V]`` for targets ``[B, N]``:
+``token_view`` flattens both to ``[B N, V]`` / ``[B N]``, so the same cross-entropy is the
+mean loss per token, top-1 is next-token accuracy, and ``exp(mean token loss)`` is the
+perplexity that the trainer and ``evaluate_model`` report.
+
 TET (Temporal Efficient Training, Deng et al., ICLR 2022; as in the Spike-driven Transformer's
 code) applies the loss at every time step of the per-step logits ``O [T, B, K]`` and pulls
 them toward a constant ``phi``:
@@ -23,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["StepLogits", "TETLoss", "topk_correct"]
+__all__ = ["StepLogits", "TETLoss", "token_view", "topk_correct"]
 
 
 class TETLoss(nn.Module):
@@ -85,3 +90,19 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...]
     top = logits.topk(max(ks), dim=1).indices  # [B, kmax]
     hit = top == labels[:, None]  # [B, kmax]
     return [hit[:, :k].any(dim=1).sum() for k in ks]
+
+
+def token_view(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token view of a sequence model's output: ``logits [B, N, V]`` with integer
+    ``targets [B, N]`` -> ``[B N, V]``, ``[B N]``; classifier outputs pass unchanged.
+
+    Raises:
+        ValueError: sequence logits whose ``[B, N]`` differs from the targets'.
+    """
+    if logits.dim() != 3 or targets.dim() != 2 or targets.is_floating_point():
+        return logits, targets
+    if logits.shape[:2] != targets.shape:
+        raise ValueError(f"sequence logits {list(logits.shape)} do not match targets "
+                         f"{list(targets.shape)}: a language model must give [B, N, V] logits "
+                         "for [B, N] targets (one prediction per input token).")
+    return logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)  # [B, N, V] -> [B N, V]

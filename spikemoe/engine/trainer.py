@@ -2,7 +2,9 @@
 
 Any model that returns ``ModelOutput(logits [B, K], aux_loss, metrics)`` trains here; the loss
 is ``task(logits, targets) + optim.aux_weight * aux_loss`` (``losses.py``). Nothing assumes a
-spiking model: TET is opt-in and reads per-step logits through a hook.
+spiking model: TET is opt-in and reads per-step logits through a hook. A language model
+(``logits [B, N, V]`` for targets ``[B, N]``) trains on the mean per-token cross-entropy; its
+top-1 is next-token accuracy and its records add ``perplexity = exp(mean token loss)``.
 
 Per step: MixUp/CutMix (torchvision v2) -> forward under ``torch.autocast`` (bf16/fp16 on CUDA,
 fp32 on CPU) -> backward (``GradScaler`` for fp16) -> optional gradient clipping -> AdamW ->
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import time
@@ -45,7 +48,7 @@ from .ema import build_ema
 from .evaluate import MetricSums, check_num_classes, evaluate_model, load_model_weights
 from .loaders import DataBundle, build_datasets, build_eval_loader, build_train_loader, local_batch
 from .logging import RunLogger
-from .losses import StepLogits, TETLoss, topk_correct
+from .losses import StepLogits, TETLoss, token_view, topk_correct
 from .mixing import build_mixer
 from .rng import get_rng_state, seed_everything, set_rng_state
 from .schedule import build_scheduler
@@ -100,6 +103,7 @@ class Trainer:
 
             model = create_model(cfg.model.name, **cfg.model.kwargs)
         check_num_classes(model, self.data.num_classes, cfg.data.name)
+        self.baselines = _data_baselines(self.data)
         self.model = model.to(self.device)
         self.net = self.model  # what the step calls: the model, or its DDP wrapper
         if dist.distributed:
@@ -132,6 +136,7 @@ class Trainer:
         self.tet_loss = TETLoss(o.label_smoothing, o.tet_lambda, o.tet_means) if o.tet else None
 
         self.epoch = self.step = 0
+        self.sequence_task = False  # set by the first step whose logits are [B, N, V]
         self.best = {"top1": None, "epoch": None}
         self._new_sums()
         self._bad_step = torch.full((), -1, dtype=torch.int64, device=self.device)
@@ -246,7 +251,7 @@ class Trainer:
             if self.tet is not None:
                 task = self.tet_loss(self.tet.take(out.logits).float(), targets)
             else:
-                task = self.criterion(logits, targets)
+                task = self.criterion(*token_view(logits, targets))  # per token for LMs
             loss = task + self.cfg.optim.aux_weight * out.aux_loss.float()
         bad = ~torch.isfinite(loss.detach())
         self._bad_step = torch.where(bad & (self._bad_step < 0), self.step + 1, self._bad_step)
@@ -266,10 +271,13 @@ class Trainer:
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         self.step += 1
-        (hits,) = topk_correct(out.logits.detach(), y, (1,))
+        logits, targets = token_view(out.logits.detach(), y)
+        (hits,) = topk_correct(logits, targets, (1,))
         b = len(y)
+        per_sample = targets.numel() // b  # predictions per sample: 1, or N tokens for an LM
+        self.sequence_task |= per_sample > 1 or out.logits.dim() == 3
         self.sums += torch.stack([loss.double() * b, out.aux_loss.detach().double() * b,
-                                  hits.double(), self.sums.new_tensor(b)])
+                                  hits.double() / per_sample, self.sums.new_tensor(b)])
         self.metric_sums.add(out.metrics, b)
         return loss
 
@@ -345,6 +353,10 @@ class Trainer:
             log.info(f"run {self.run_dir}: {cfg.model.name} ({params:,} parameters) on "
                      f"{cfg.data.name}, {self.total_epochs} epochs x {self.steps_per_epoch} steps, "
                      f"{self.dist.world_size} process(es) on {self.device}")
+            if self.baselines and "unigram_perplexity" in self.baselines:
+                log.info(f"reference: unigram perplexity {self.baselines['unigram_perplexity']:.3f} "
+                         f"(byte entropy of the training split, "
+                         f"{self.baselines['unigram_entropy_bits']:.3f} bits)")
         test: dict = {}
         throughput = []
         try:
@@ -377,6 +389,9 @@ class Trainer:
                   "train/loss": loss_sum / n, "train/aux_loss": aux_sum / n,
                   "train/top1": 100 * hits / n, "samples_per_s": samples_per_s,
                   "epoch_time_s": train_s}
+        if self.sequence_task:  # exp of the mean token loss (without the aux term)
+            task_loss = (loss_sum - self.cfg.optim.aux_weight * aux_sum) / n
+            record["train/perplexity"] = math.exp(min(task_loss, 700.0))
         record.update({f"train/{k}": v for k, v in self.metric_sums.means(n).items()})
         self.epoch = epoch + 1
         self._new_sums()
@@ -398,13 +413,17 @@ class Trainer:
                    "best_top1": self.best["top1"], "best_epoch": self.best["epoch"],
                    "final_top1": test.get("top1"), "final_top5": test.get("top5"),
                    "final_top1_ema": test.get("top1_ema"), "stopped": stopped,
+                   **({"final_perplexity": test["perplexity"]} if "perplexity" in test else {}),
+                   **({"baselines": self.baselines} if self.baselines else {}),
                    "samples_per_s": (sum(throughput) / len(throughput)) if throughput else None,
                    "wall_s": time.perf_counter() - start}
         if not stopped:
             self.logger.write("final", self.step, {k: v for k, v in summary.items()
                                                    if k != "run_dir"})
+            ppl = (f", final test perplexity {summary['final_perplexity']:.3f}"
+                   if "final_perplexity" in summary else "")
             self.logger.info(f"done: best test top-1 {summary['best_top1']:.2f}% (epoch "
-                             f"{summary['best_epoch']}), final {summary['final_top1']:.2f}%; "
+                             f"{summary['best_epoch']}), final {summary['final_top1']:.2f}%{ppl}; "
                              f"run directory {self.run_dir}")
         if self.dist.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -416,6 +435,15 @@ class Trainer:
             self.tet.remove()
             self.tet = None
         self.logger.close()
+
+
+def _data_baselines(data: DataBundle) -> dict | None:
+    """The dataset's own reference figures, if it has any (``stdlib-bytes``: the unigram
+    perplexity of its training split, ``text_corpus.StdlibBytes.baselines``)."""
+    train = getattr(data.train, "dataset", data.train)  # through a Subset (data.train_samples)
+    test = getattr(data.test, "dataset", data.test)
+    compute = getattr(train, "baselines", None)
+    return compute(test) if callable(compute) else None
 
 
 def _link_best(folder: Path) -> None:
@@ -433,6 +461,8 @@ def _epoch_line(r: dict, total: int) -> str:
             f"{r['train/top1']:.1f}%")
     if "test/top1" in r:
         line += f" | test loss {r['test/loss']:.4f} top-1 {r['test/top1']:.2f}%"
+        if "test/perplexity" in r:
+            line += f" perplexity {r['test/perplexity']:.3f}"
         if "test/top5" in r:
             line += f" top-5 {r['test/top5']:.2f}%"
     if r.get("best/top1") is not None:

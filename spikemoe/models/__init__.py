@@ -1,5 +1,13 @@
 """Registered model factories. Importing this package registers every family."""
-from . import spike_driven, spikformer  # noqa: F401  (registration side effect)
+from . import (  # noqa: F401  (registration side effect)
+    causal_transformer,
+    spike_driven,
+    spikformer,
+    subjective_depth,
+    subjective_timescale,
+    vit,
+    vmoe,
+)
 from .output import ModelOutput
 from .registry import create_model, list_models, register_model
 from .spiking_vit import SpikingVisionTransformer

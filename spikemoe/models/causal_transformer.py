@@ -1,0 +1,65 @@
+"""The dense causal transformer: the twin that the Subjective Depth and Timescale
+Transformers are measured against (same width, depth, blocks, inputs and head; every token
+runs every layer).
+
+    h_0 = tokens (causal_sequence.py),  h_l = DecoderBlock_l(h_{l-1}),  logits = Head(RMSNorm(h_L))
+
+``causal_transformer_digits`` / ``_lm_small`` / ``test_causal_transformer`` share their sizes
+with ``subjective_depth_*`` and ``subjective_timescale_*`` (``causal_sequence.DIGITS``, ...).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..layers.causal_transformer import DecoderBlock
+from .causal_sequence import DIGITS, LM_SMALL, TEST, CausalSequenceModel, StreamState, zero_aux
+from .registry import check_overrides, register_model
+
+__all__ = ["CausalTransformer"]
+
+
+class CausalTransformer(CausalSequenceModel):
+    """Dense decoder-only transformer; ``depth`` pre-norm ``DecoderBlock``s (see the base
+    class for the other arguments)."""
+
+    def __init__(self, *, depth: int, **base) -> None:
+        super().__init__(**base)
+        self.depth = int(depth)
+        self.layers = nn.ModuleList(
+            DecoderBlock(self.dim, self.num_heads, self.mlp_hidden, self.rope_base)
+            for _ in range(self.depth))
+        self.init_weights()
+
+    def forward_tokens(self, h, positions, select=None):
+        for block in self.layers:
+            h = block(h, positions)
+        return h, zero_aux(h), {}
+
+    def step_tokens(self, h: torch.Tensor, positions: torch.Tensor, state: StreamState,
+                    select=None) -> torch.Tensor:
+        for block, kv in zip(self.layers, state.kv):
+            h = block(h, positions, cache=kv)
+        return h
+
+
+def _build(name: str, size: dict, overrides: dict) -> CausalTransformer:
+    return CausalTransformer(name=name, **check_overrides(name, dict(size), overrides))
+
+
+@register_model
+def causal_transformer_digits(**overrides):
+    """Dense causal twin on digits-dvs: [T=4, 2, 32, 32] frames -> 4 tokens, width 64, 4 layers."""
+    return _build("causal_transformer_digits", DIGITS, overrides)
+
+
+@register_model
+def causal_transformer_lm_small(**overrides):
+    """Dense byte-level causal LM: vocab 256, 128-byte context, width 128, 4 layers."""
+    return _build("causal_transformer_lm_small", LM_SMALL, overrides)
+
+
+@register_model
+def test_causal_transformer(**overrides):
+    """Tiny dense causal twin for tests: [T=2, 2, 16, 16] frames, width 32, 2 layers."""
+    return _build("test_causal_transformer", TEST, overrides)

@@ -1,0 +1,238 @@
+"""Subjective Depth Transformer (SDT; Wieser et al., arXiv 2511.21408; ``shared/reference/
+papers.md`` section 5): a decoder-only causal transformer in Decision / Dynamic layer pairs.
+
+Decision layer (every token):
+
+    posterior = Block_dec(x)                 dx     = posterior - x
+    prior     = x + PriorFFN(RMSNorm(x))     dx_hat = prior - x      (SwiGLU of width ~ d/16)
+    g         = SurpriseGate(dx, dx_hat)     (moe/surprise.py: D_st, D_ch, CE, CU, prob. OR)
+    L_prior   = MSE(prior, stopgrad(posterior))                                 weight 0.05
+
+Dynamic layer (the selected tokens only), on h = posterior:
+
+    S = top-k of g per sequence, k = floor(gamma N), gamma = 0.5      (or g >= 0.75)
+    h_t <- h_t + g_t (Block_dyn(h_S)_t - h_t)  for t in S  (attention among S only, time order)
+    h_t unchanged                              otherwise
+
+Top-k reads the whole sequence, so it is the training-time teacher. A causal router
+(``DepthRouter``: MLP d -> d/4 -> 1 on the detached h) learns it by BCE (weight 0.01) and
+replaces it at inference (``eval_selection="router"``: run where logit > 0; per token,
+causal, streamable). ``"router_topk"`` takes the top-k of the router logits instead (fixed
+capacity, as the reference code's inference; the compute benchmark uses it), ``"teacher"``
+the training selection. At inference g comes from the decision layer, which every token
+runs, so the update keeps its training-time scale. Threshold selection adds the mean-gate
+regulariser (weight 0.001).
+
+aux_loss = 0.05 mean_l L_prior + 0.01 mean_l L_router (+ 0.001 mean_l mean(g) for threshold);
+metrics per dynamic layer i: ``layers.i.mask`` (``[B, N]`` bool, the tokens that ran: a
+table that the trainer's sums skip; ``forward(x, select=...)`` replays it),
+``layers.i.selected`` (fraction of tokens that ran),
+``layers.i.teacher_selected``, ``layers.i.router_agreement`` (router vs teacher),
+``layers.i.gate_mean``; per decision layer: ``layers.i.prior_loss``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers.causal_transformer import DecoderBlock, RMSNorm, SwiGLU
+from ..moe.surprise import GateOutput, SurpriseGate
+from ..moe.token_selection import (
+    DepthRouter,
+    gate_regulariser,
+    router_agreement,
+    router_loss,
+    run_selected,
+    threshold_mask,
+    topk_mask,
+)
+from .causal_sequence import DIGITS, LM_SMALL, TEST, CausalSequenceModel, StreamState
+from .registry import check_overrides, register_model
+
+__all__ = ["DecisionLayer", "DynamicLayer", "SubjectiveDepthTransformer", "SELECTIONS",
+           "EVAL_SELECTIONS"]
+
+SELECTIONS = ("topk", "threshold")
+EVAL_SELECTIONS = ("router", "router_topk", "teacher")
+
+
+class DecisionLayer(nn.Module):
+    """Full block (posterior) + prior network + surprise gate (module docstring)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, prior_hidden: int,
+                 rope_base: float, gate: dict) -> None:
+        super().__init__()
+        self.block = DecoderBlock(dim, num_heads, mlp_hidden, rope_base)
+        self.prior_norm = RMSNorm(dim, eps=1e-6)
+        self.prior_ffn = SwiGLU(dim, prior_hidden)
+        self.gate = SurpriseGate(**gate)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache=None,
+                history: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, GateOutput, torch.Tensor]:
+        """``x [B, N, D]`` -> ``(posterior [B, N, D], gate, prior_loss)``."""
+        posterior = self.block(x, positions, cache=cache)
+        dx_hat = self.prior_ffn(self.prior_norm(x))  # prior - x
+        gate = self.gate(posterior - x, dx_hat, history)
+        # MSE(prior, stopgrad(posterior)); the identity path is detached too, so the loss
+        # trains the prior network and does not pull on the residual stream
+        prior_loss = F.mse_loss(x.detach() + dx_hat, posterior.detach())
+        return posterior, gate, prior_loss
+
+
+class DynamicLayer(nn.Module):
+    """A block that runs on the selected tokens only, and its causal router."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, rope_base: float) -> None:
+        super().__init__()
+        self.block = DecoderBlock(dim, num_heads, mlp_hidden, rope_base)
+        self.router = DepthRouter(dim)
+
+
+class SubjectiveDepthTransformer(CausalSequenceModel):
+    """SDT (module docstring). ``depth`` counts blocks: ``depth / 2`` Decision/Dynamic pairs.
+
+    Args:
+        gamma: capacity of top-k selection (0.5).  selection: "topk" or "threshold".
+        threshold: gate threshold of threshold selection (0.75).
+        eval_selection: "router" | "router_topk" | "teacher" (module docstring).
+        prior_hidden: PriorFFN width (None: max(1, dim // 16)).
+        beta_ce, beta_cu, o_ce_init, m_cu_init, ma_window: the surprise gate's.
+        prior_weight, router_weight, gate_reg_weight: aux-loss weights (0.05, 0.01, 0.001).
+        Others: see ``CausalSequenceModel``.
+    """
+
+    def __init__(self, *, depth: int, gamma: float, selection: str, threshold: float,
+                 eval_selection: str, prior_hidden: int | None, beta_ce: float,
+                 beta_cu: float, o_ce_init: float, m_cu_init: float, ma_window: int,
+                 prior_weight: float, router_weight: float, gate_reg_weight: float,
+                 **base) -> None:
+        super().__init__(**base)
+        if depth < 2 or depth % 2:
+            raise ValueError(f"{self.name}: depth counts blocks in Decision/Dynamic pairs and "
+                             f"must be even and >= 2, got {depth}")
+        _check_choices(self.name, selection, eval_selection, gamma)
+        self.depth, self.gamma, self.selection = int(depth), float(gamma), selection
+        self.threshold, self.eval_selection = float(threshold), eval_selection
+        self.prior_weight, self.router_weight = float(prior_weight), float(router_weight)
+        self.gate_reg_weight = float(gate_reg_weight)
+        gate = dict(beta_ce=beta_ce, beta_cu=beta_cu, o_ce_init=o_ce_init, m_cu_init=m_cu_init,
+                    window=ma_window)
+        hidden = prior_hidden or max(1, self.dim // 16)
+        layers = []
+        for _ in range(self.depth // 2):
+            layers.append(DecisionLayer(self.dim, self.num_heads, self.mlp_hidden, hidden,
+                                        self.rope_base, gate))
+            layers.append(DynamicLayer(self.dim, self.num_heads, self.mlp_hidden,
+                                       self.rope_base))
+        self.layers = nn.ModuleList(layers)
+        self.routed_layers = tuple(range(1, self.depth, 2))
+        self.init_weights()
+
+    def teacher_mask(self, g: torch.Tensor) -> torch.Tensor:
+        if self.selection == "topk":
+            return topk_mask(g, self.gamma)
+        return threshold_mask(g, self.threshold)
+
+    def choose(self, i: int, teacher: torch.Tensor, logits: torch.Tensor,
+               select: dict | None) -> torch.Tensor:
+        """The tokens layer ``i`` runs: replayed, the teacher's (training), or the router's."""
+        if select is not None and i in select:
+            return select[i].to(torch.bool)
+        if self.training or self.eval_selection == "teacher":
+            return teacher
+        if self.eval_selection == "router":
+            return logits > 0
+        return topk_mask(logits, self.gamma)
+
+    def forward_tokens(self, h, positions, select=None):
+        prior, routing, reg = [], [], []
+        metrics: dict[str, torch.Tensor] = {}
+        gate = None
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, DecisionLayer):
+                h, gate, prior_loss = layer(h, positions)
+                prior.append(prior_loss)
+                metrics[f"layers.{i}.prior_loss"] = prior_loss.detach()
+                continue
+            logits = layer.router(h)  # [B, N], on the detached h
+            teacher = self.teacher_mask(gate.g)
+            mask = self.choose(i, teacher, logits, select)
+            routing.append(router_loss(logits, teacher))
+            if self.selection == "threshold":
+                reg.append(gate_regulariser(gate.g))
+            h = run_selected(layer.block, h, positions, mask, gate.g)
+            metrics.update({
+                f"layers.{i}.selected": mask.float().mean(),
+                f"layers.{i}.mask": mask,  # [B, N]: which tokens ran (a table; replayable)
+                f"layers.{i}.teacher_selected": teacher.float().mean(),
+                f"layers.{i}.router_agreement": router_agreement(logits, teacher),
+                f"layers.{i}.gate_mean": gate.g.detach().mean(),
+            })
+        aux = self.prior_weight * torch.stack(prior).mean() \
+            + self.router_weight * torch.stack(routing).mean()
+        if reg:
+            aux = aux + self.gate_reg_weight * torch.stack(reg).mean()
+        return h, aux, metrics
+
+    def step_tokens(self, h: torch.Tensor, positions: torch.Tensor, state: StreamState,
+                    select=None) -> torch.Tensor:
+        if select is None and self.eval_selection != "router":
+            raise ValueError(f"{self.name}: streaming chooses tokens causally, one at a time; "
+                             f"eval_selection={self.eval_selection!r} needs the whole sequence. "
+                             "Build the model with eval_selection='router', or pass select=.")
+        gate = None
+        for i, layer in enumerate(self.layers):
+            kv, extra = state.kv[i], state.extra[i]
+            if isinstance(layer, DecisionLayer):
+                history = extra.get("history")
+                h, gate, _ = layer(h, positions, cache=kv, history=history)
+                d_st = gate.d_st.detach()  # [B, 1]
+                history = d_st if history is None else torch.cat([history, d_st], dim=1)
+                keep = min(history.shape[1], layer.gate.window - 1)
+                extra["history"] = history[:, history.shape[1] - keep:]  # the last W - 1
+                continue
+            mask = self.choose(i, None, layer.router(h), select)
+            h = run_selected(layer.block, h, positions, mask, gate.g, cache=kv)
+        return h
+
+
+def _check_choices(name: str, selection: str, eval_selection: str, gamma: float) -> None:
+    if selection not in SELECTIONS:
+        raise ValueError(f"{name}: selection must be one of {SELECTIONS}, got {selection!r}")
+    if eval_selection not in EVAL_SELECTIONS:
+        raise ValueError(f"{name}: eval_selection must be one of {EVAL_SELECTIONS}, got "
+                         f"{eval_selection!r}")
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"{name}: capacity gamma must be in [0, 1], got {gamma}")
+
+
+# The paper's routing choices (papers.md section 5): gamma = 0.5 top-k, gate offsets
+# o_ce = 1.025 and m_cu = 1.1, 100-token moving average, loss weights 0.05 / 0.01 / 0.001.
+_FAMILY = dict(gamma=0.5, selection="topk", threshold=0.75, eval_selection="router",
+               prior_hidden=None, beta_ce=1.0, beta_cu=1.0, o_ce_init=1.025, m_cu_init=1.1,
+               ma_window=100, prior_weight=0.05, router_weight=0.01, gate_reg_weight=0.001)
+
+
+def _build(name: str, size: dict, overrides: dict) -> SubjectiveDepthTransformer:
+    return SubjectiveDepthTransformer(
+        name=name, **check_overrides(name, {**size, **_FAMILY}, overrides))
+
+
+@register_model
+def subjective_depth_digits(**overrides):
+    """SDT on digits-dvs: 4 frame tokens, width 64, 2 Decision/Dynamic pairs, gamma 0.5."""
+    return _build("subjective_depth_digits", DIGITS, overrides)
+
+
+@register_model
+def subjective_depth_lm_small(**overrides):
+    """SDT byte-level LM: vocab 256, 128-byte context, width 128, 2 pairs, gamma 0.5."""
+    return _build("subjective_depth_lm_small", LM_SMALL, overrides)
+
+
+@register_model
+def test_subjective_depth(**overrides):
+    """Tiny SDT for tests: [T=2, 2, 16, 16] frames, width 32, one Decision/Dynamic pair."""
+    return _build("test_subjective_depth", TEST, overrides)

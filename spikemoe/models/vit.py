@@ -1,0 +1,278 @@
+"""Vision Transformer (Dosovitskiy et al., ICLR 2021) and V-MoE (Riquelme et al., NeurIPS
+2021): the ANN conditional-computation baseline and its dense twin, on the same yardstick.
+
+    I   : [T, B, C, H, W] event frames, or [B, C, H, W] an image
+    X   = TimeFolding(I)                  sum over T -> [B, C, H, W] | fold -> [B, T*C, H, W]
+    Z0  = [cls; PatchEmbed(X)] + pos      conv p x p, stride p; patches in raster order [B, 1+N, D]
+    Z'l = Z(l-1) + MHSA(LN(Z(l-1)))       pre-norm blocks, l = 1..L
+    Zl  = Z'l + MLP(LN(Z'l))              MLP, or V-MoE's MoE of MLPs in the MoE blocks
+    logits = Head(LN(ZL)[:, 0])           the class token (pool="cls"), or the mean of the
+                                          patch tokens (pool="mean")
+
+Pooling: the class token by default, as ViT and V-MoE (vmoe's ``classifier='token'``), so
+that ``vit_s_16`` / ``vit_b_16`` are exactly the published ViT-S/16 and ViT-B/16
+(22.05M / 86.57M parameters, cls token and its position included) and the class token is
+routed by the MoE like every other token, as in V-MoE. ``pool="mean"`` (the spiking models'
+choice: they average the tokens) is one override away.
+
+MoE placement (``moe_placement``): ``"every-2"`` puts the MoE in 0-indexed blocks 1, 3, 5, ...
+(the paper's "Every-2"); ``"last-n"`` in the last n of those (``"last-2"`` of 12 blocks: 9 and
+11, the released V-MoE-S/32 "Last-2"); ``"none"`` is the dense ViT.
+
+Attention products are explicit matmuls (not ``scaled_dot_product_attention``) so that the
+op counter of ``spikemoe.analysis`` sees and counts them. There are no neurons and no
+state: calling the model twice on the same input gives the same logits (in eval mode; the
+router's noise is drawn in training only).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers.time_folding import TIME_MODES, TimeFolding, stem_channels
+from ..moe.vmoe_layer import MLP, VMoEMLP
+from .output import ModelOutput
+from .registry import check_overrides, register_model
+
+POOLS = ("cls", "mean")
+
+
+def moe_blocks(depth: int, placement: str) -> list[int]:
+    """0-indexed blocks whose MLP is an MoE: ``none`` | ``every-2`` | ``last-<n>``."""
+    every2 = list(range(1, depth, 2))
+    if placement == "none":
+        return []
+    if placement == "every-2":
+        return every2
+    if placement.startswith("last-") and placement[5:].isdigit():
+        n = int(placement[5:])
+        if not 1 <= n <= len(every2):
+            raise ValueError(f"moe_placement={placement!r}: a depth-{depth} model has "
+                             f"{len(every2)} Every-2 blocks {every2}; n must be 1..{len(every2)}")
+        return every2[-n:]
+    raise ValueError(f"moe_placement must be 'none', 'every-2' or 'last-<n>' (e.g. 'last-2'), "
+                     f"got {placement!r}")
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention: ``softmax(Q K^T / sqrt(d_h)) V`` per head."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads, self.scale = num_heads, (dim // num_heads) ** -0.5
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads)  # [B, N, 3, h, d_h]
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # -> 3 x [B, h, N, d_h]
+        attn = (q * self.scale) @ k.transpose(-2, -1)  # [B, h, N, N]
+        out = attn.softmax(dim=-1) @ v  # [B, h, N, d_h]
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))  # [B, h, N, d_h] -> [B, N, D]
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; ``mlp`` is an ``MLP`` or a ``VMoEMLP``."""
+
+    def __init__(self, dim: int, num_heads: int, mlp: nn.Module) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = mlp
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+        x = x + self.attn(self.norm1(x))
+        if isinstance(self.mlp, VMoEMLP):
+            y, aux, metrics = self.mlp(self.norm2(x))
+            return x + y, aux, metrics  # dropped tokens: y = 0, the residual carries them
+        return x + self.mlp(self.norm2(x)), None, {}
+
+
+class VisionTransformer(nn.Module):
+    """ViT, or V-MoE when ``moe_placement`` is not ``"none"`` (module docstring).
+
+    Args:
+        name: the registry name (used in error messages).
+        in_channels: C of the input (3 for images, 2 polarities for event frames).
+        img_size: the recipe's ``(H, W)`` (the position embedding's grid; other multiples of
+            the patch size are accepted and the embedding is interpolated).
+        patch_size: p.  embed_dim: D.  depth: L.  num_heads: heads.  mlp_hidden: MLP width.
+        num_classes: classifier outputs.  T: time steps of the recipe's event frames (1 for
+            static images).  time_mode: ``"sum"`` or ``"fold"`` (``layers.time_folding``).
+        pool: ``"cls"`` or ``"mean"``.
+        moe_placement: ``"none"`` | ``"every-2"`` | ``"last-<n>"``.
+        num_experts, k, group_images, shared_init: the MoE layers (``moe.vmoe_layer``).
+        capacity_factor_train, capacity_factor_eval, batch_priority_train,
+        batch_priority_eval, noise_std, importance_weight, load_weight: their routers
+            (``moe.vmoe_router``).
+    """
+
+    def __init__(self, *, name: str, in_channels: int, img_size: tuple[int, int],
+                 patch_size: int, embed_dim: int, depth: int, num_heads: int, mlp_hidden: int,
+                 num_classes: int, T: int, time_mode: str = "sum", pool: str = "cls",
+                 moe_placement: str = "none", num_experts: int = 8, k: int = 2,
+                 group_images: int = 8, shared_init: bool = True,
+                 capacity_factor_train: float = 1.05, capacity_factor_eval: float = 1.05,
+                 batch_priority_train: bool = False, batch_priority_eval: bool = True,
+                 noise_std: float = 1.0, importance_weight: float = 0.005,
+                 load_weight: float = 0.005) -> None:
+        super().__init__()
+        if time_mode not in TIME_MODES:
+            raise ValueError(f"time_mode must be one of {TIME_MODES}, got {time_mode!r}")
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+        img_size = tuple(int(s) for s in img_size)
+        if len(img_size) != 2 or img_size[0] % patch_size or img_size[1] % patch_size:
+            raise ValueError(f"img_size {img_size} must be (H, W), multiples of patch_size {patch_size}")
+        self.name, self.T, self.num_classes = name, int(T), num_classes
+        self.in_channels, self.img_size, self.patch_size = in_channels, img_size, patch_size
+        self.pool = pool
+        self.fold = TimeFolding(time_mode, T)
+        self.patch_embed = nn.Conv2d(stem_channels(time_mode, in_channels, T), embed_dim,
+                                     patch_size, stride=patch_size)
+        self.grid = (img_size[0] // patch_size, img_size[1] // patch_size)
+        extra = 1 if pool == "cls" else 0
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if extra else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, extra + self.grid[0] * self.grid[1], embed_dim))
+        self.moe_blocks = moe_blocks(depth, moe_placement)
+        router = dict(capacity_factor_train=capacity_factor_train,
+                      capacity_factor_eval=capacity_factor_eval,
+                      batch_priority_train=batch_priority_train,
+                      batch_priority_eval=batch_priority_eval, noise_std=noise_std,
+                      importance_weight=importance_weight, load_weight=load_weight)
+        blocks = []
+        for i in range(depth):
+            if i in self.moe_blocks:
+                mlp = VMoEMLP(embed_dim, mlp_hidden, num_experts, k, group_images=group_images,
+                              shared_init=shared_init, **router)
+            else:
+                mlp = MLP(embed_dim, mlp_hidden)
+            blocks.append(Block(embed_dim, num_heads, mlp))
+        self.blocks = nn.ModuleList(blocks)
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.head = nn.Linear(embed_dim, num_classes)
+        self._init_weights()
+
+    @torch.no_grad()
+    def _init_weights(self) -> None:
+        # Truncated normal 0.02 and zero biases (as the rest of spikemoe and timm's ViT);
+        # class token zero (vmoe), position embedding trunc-normal 0.02.
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        for m in self.modules():
+            if isinstance(m, VMoEMLP):
+                m.share_expert_init()
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The recipe's input for one sample, ``[T, C, H, W]``."""
+        return (self.T, self.in_channels, *self.img_size)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        c, p = self.in_channels, self.patch_size
+        if x.ndim not in (4, 5) or x.shape[-3] != c or x.shape[-1] % p or x.shape[-2] % p \
+                or x.shape[-1] == 0 or x.shape[-2] == 0:
+            raise ValueError(
+                f"{self.name} accepts [T, B, {c}, H, W] event frames or [B, {c}, H, W] images "
+                f"(H and W multiples of {p}; the recipe uses {self.img_size[0]}x{self.img_size[1]}"
+                f"); got a tensor of shape {tuple(x.shape)}.")
+
+    def _position(self, h: int, w: int) -> torch.Tensor:
+        """The position embedding for an ``h x w`` patch grid (bicubic resize if not the recipe's)."""
+        if (h, w) == self.grid:
+            return self.pos_embed
+        extra = 1 if self.cls_token is not None else 0
+        grid = self.pos_embed[:, extra:].reshape(1, *self.grid, -1).permute(0, 3, 1, 2)  # [1, D, gh, gw]
+        grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
+        grid = grid.flatten(2).transpose(1, 2)  # [1, D, h, w] -> [1, h*w, D]
+        return torch.cat([self.pos_embed[:, :extra], grid], dim=1)
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        self._check_input(x)
+        x = self.patch_embed(self.fold(x))  # [B, C', H, W] -> [B, D, H/p, W/p]
+        h, w = x.shape[-2:]
+        tokens = x.flatten(2).transpose(1, 2)  # [B, D, h, w] -> [B, N, D], raster order
+        if self.cls_token is not None:
+            tokens = torch.cat([self.cls_token.expand(len(tokens), -1, -1), tokens], dim=1)  # [B, 1+N, D]
+        tokens = tokens + self._position(h, w)
+        aux = tokens.new_zeros(())
+        metrics: dict[str, torch.Tensor] = {}
+        for i, block in enumerate(self.blocks):
+            tokens, block_aux, block_metrics = block(tokens)
+            if block_aux is not None:
+                aux = aux + block_aux
+            metrics.update({f"blocks.{i}.mlp.{k}": v for k, v in block_metrics.items()})
+        tokens = self.norm(tokens)
+        pooled = tokens[:, 0] if self.cls_token is not None else tokens.mean(dim=1)  # [B, D]
+        return ModelOutput(self.head(pooled), aux, metrics)
+
+
+def build_vit(name: str, defaults: dict, overrides: dict) -> VisionTransformer:
+    """Apply checked ``overrides`` to a factory's ``defaults`` and build the model."""
+    return VisionTransformer(name=name, **check_overrides(name, defaults, overrides))
+
+
+# ---------------------------------------------------------------- sizes and vit_* factories
+# Sizes of the spiking models (``sizes.py``) so that comparisons are like for like; the ANN
+# reads a static image once (T = 1) and event frames through ``time_mode``. DVS recipes fold
+# time into channels by default: of the two modes it is the one that sees the order of
+# events (the direction of a gesture), as the spiking models do; ``time_mode="sum"`` is
+# cheaper in the first layer (C instead of T*C input channels).
+DVS_2_256 = dict(in_channels=2, img_size=(128, 128), patch_size=16, embed_dim=256, depth=2,
+                 num_heads=16, mlp_hidden=1024, num_classes=10, T=16, time_mode="fold", pool="cls")
+CIFAR_4_384 = dict(in_channels=3, img_size=(32, 32), patch_size=4, embed_dim=384, depth=4,
+                   num_heads=12, mlp_hidden=1536, num_classes=10, T=1, time_mode="sum", pool="cls")
+# ViT-S and ViT-B (Dosovitskiy et al.; Steiner et al. for S): 224 x 224 ImageNet, 1000 classes.
+_IMAGENET = dict(in_channels=3, img_size=(224, 224), depth=12, num_classes=1000, T=1,
+                 time_mode="sum", pool="cls")
+S_16 = dict(_IMAGENET, patch_size=16, embed_dim=384, num_heads=6, mlp_hidden=1536)
+S_32 = dict(_IMAGENET, patch_size=32, embed_dim=384, num_heads=6, mlp_hidden=1536)
+B_16 = dict(_IMAGENET, patch_size=16, embed_dim=768, num_heads=12, mlp_hidden=3072)
+# test_* twins: 2x16x16 frames, T=2, 4x4 patches -> 4x4 tokens, 2 blocks of width 32.
+TEST = dict(in_channels=2, img_size=(16, 16), patch_size=4, embed_dim=32, depth=2, num_heads=4,
+            mlp_hidden=128, num_classes=10, T=2, time_mode="fold", pool="cls")
+
+
+@register_model
+def vit_2_256_dvs(**overrides):
+    """ViT-2-256, DVS recipe: 2x128x128 frames, T=16 folded into 32 channels, 16x16 patches."""
+    return build_vit("vit_2_256_dvs", DVS_2_256, overrides)
+
+
+@register_model
+def vit_4_384_cifar(**overrides):
+    """ViT-4-384, CIFAR recipe: 3x32x32 images, 4x4 patches -> 8x8 tokens."""
+    return build_vit("vit_4_384_cifar", CIFAR_4_384, overrides)
+
+
+@register_model
+def vit_s_16(**overrides):
+    """ViT-S/16 at 224 x 224, 1000 classes: 22.05M params."""
+    return build_vit("vit_s_16", S_16, overrides)
+
+
+@register_model
+def vit_s_32(**overrides):
+    """ViT-S/32 at 224 x 224, 1000 classes (the dense twin of ``vmoe_s_32_last2``)."""
+    return build_vit("vit_s_32", S_32, overrides)
+
+
+@register_model
+def vit_b_16(**overrides):
+    """ViT-B/16 at 224 x 224, 1000 classes: 86.57M params."""
+    return build_vit("vit_b_16", B_16, overrides)
+
+
+@register_model
+def test_vit(**overrides):
+    """Tiny ViT for tests: [T=2, 2, 16, 16] frames folded into 4 channels, 2 blocks of width 32."""
+    return build_vit("test_vit", TEST, overrides)
