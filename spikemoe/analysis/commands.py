@@ -211,6 +211,7 @@ def add_analysis_parsers(subparsers) -> None:
     p = subparsers.add_parser(
         "report", help="gather run directories into one results table (markdown / CSV)",
         description="One row per run: model, dataset, T, parameters, best and final top-1, "
+                    "final perplexity (language models), "
                     "SOPs and MACs (paper convention), energy per inference under both "
                     "conventions and mean firing rate (from the run's profile/).")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")

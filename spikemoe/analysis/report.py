@@ -1,5 +1,7 @@
 """Tables: one profile as markdown (``profile.md``), and many runs side by side
-(``spikemoe report``: markdown and CSV).
+(``spikemoe report``: markdown and CSV). Top-1 is in percent (next-byte accuracy for a
+language model, whose perplexity has its own column); SOPs and MACs per inference under the
+``paper`` convention; energies per inference under both.
 
 A run directory is what ``spikemoe train`` writes: ``config.yaml``, ``summary.json`` and,
 when the run was profiled, ``profile/profile.json``.
@@ -76,8 +78,9 @@ def profile_markdown(p: dict, convention: str = "paper") -> str:
     return "\n".join(lines) + "\n"
 
 
-RUN_COLUMNS = ("run", "model", "data", "T", "params", "best_top1", "final_top1", "sops", "macs",
-               "energy_paper_mJ", "energy_strict_mJ", "mean_firing_rate")
+RUN_COLUMNS = ("run", "model", "data", "T", "params", "best_top1", "final_top1",
+               "final_perplexity", "sops", "macs", "energy_paper_mJ", "energy_strict_mJ",
+               "mean_firing_rate")
 
 
 def gather_run(run_dir: str | Path) -> dict:
@@ -96,7 +99,8 @@ def gather_run(run_dir: str | Path) -> dict:
     row.update(run=run.name, model=summary.get("model") or cfg.get("model", {}).get("name"),
                data=summary.get("data") or cfg.get("data", {}).get("name"),
                T=cfg.get("data", {}).get("T"), best_top1=summary.get("best_top1"),
-               final_top1=summary.get("final_top1"))
+               final_top1=summary.get("final_top1"),
+               final_perplexity=summary.get("final_perplexity"))
     prof_path = run / "profile" / "profile.json"
     if prof_path.is_file():
         p = json.loads(prof_path.read_text())
@@ -109,9 +113,10 @@ def gather_run(run_dir: str | Path) -> dict:
 
 
 def runs_markdown(rows: list[dict]) -> str:
-    head = ("| run | model | data | T | params | best top-1 | final top-1 | SOPs | MACs | "
-            "energy paper (mJ) | energy strict (mJ) | mean firing rate |")
-    lines = [head, "| " + " | ".join(["---"] * 3 + ["---:"] * 9) + " |"]
+    head = ("| run | model | data | T | params | best top-1 | final top-1 | perplexity | "
+            "SOPs (paper) | MACs (paper) | energy paper (mJ) | energy strict (mJ) | "
+            "mean firing rate |")
+    lines = [head, "| " + " | ".join(["---"] * 3 + ["---:"] * 10) + " |"]
     for r in rows:
         lines.append("| " + " | ".join(_fmt(r[c]) for c in RUN_COLUMNS) + " |")
     return "\n".join(lines) + "\n"
