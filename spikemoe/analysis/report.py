@@ -109,7 +109,23 @@ def gather_run(run_dir: str | Path) -> dict:
                    energy_paper_mJ=p["energy"]["paper"]["per_sample_mJ"]["mean"],
                    energy_strict_mJ=p["energy"]["strict"]["per_sample_mJ"]["mean"],
                    mean_firing_rate=p["firing"]["mean_rate"])
+    if row["params"] is None and row["model"]:
+        row["params"] = _count_params(row["model"], cfg.get("model", {}))
     return row
+
+
+def _count_params(name: str, model_cfg: dict) -> int | None:
+    """Parameters of the run's model, built on the meta device (no memory, no init)."""
+    import torch
+
+    from spikemoe.models import create_model
+
+    kwargs = {k: v for k, v in model_cfg.items() if k != "name"}
+    try:
+        with torch.device("meta"):
+            return sum(p.numel() for p in create_model(name, **kwargs).parameters())
+    except ValueError:  # a model this version no longer has: leave the cell empty
+        return None
 
 
 def runs_markdown(rows: list[dict]) -> str:
