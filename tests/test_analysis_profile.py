@@ -116,3 +116,47 @@ def test_profile_a_byte_level_language_model_on_the_stdlib_corpus(tmp_path, caps
     assert p["energy"]["paper"]["sops"] == 0 and p["energy"]["paper"]["macs"] > 0
     assert p["energy"]["paper"]["mJ"] == p["energy"]["strict"]["mJ"]
     assert "accuracy" not in p and p["audit"] == []
+
+
+def _digits(n: int):
+    from spikemoe.data import create_dataset
+
+    ds = create_dataset("digits-dvs", "test", T=2, size=16, augment=False)
+    return [ds[i] for i in range(n)]
+
+
+def test_routed_sequence_models_are_counted_one_sequence_at_a_time():
+    """SDT pads each batch's selected tokens to the longest selection: profiled per sequence,
+    the routed layer's counted MACs are exactly the sum over sequences run alone."""
+    import torch
+
+    from spikemoe import create_model
+    from spikemoe.analysis import count_operations, profile_model
+
+    torch.manual_seed(0)
+    model = create_model("test_subjective_depth").eval()
+    samples = _digits(6)
+    p = profile_model(model, samples, batch_size=32)
+    assert p["batch_size"] == 1 and p["energy"]["paper"]["per_sample_mJ"]["spread_samples"] == 6
+    alone = 0
+    for x, _ in samples:
+        counter, _ = count_operations(model, x.unsqueeze(1))  # [T, 1, 2, 16, 16]
+        alone += sum(r.dense_macs for r in counter.layer_records() if r.layer.startswith("layers.1."))
+    routed = sum(r["dense_macs"] for r in p["ops"]["layers"] if r["layer"].startswith("layers.1."))
+    assert routed * 6 == pytest.approx(alone) and alone > 0
+
+
+def test_vmoe_is_counted_per_routing_group_and_its_spread_brackets_the_mean():
+    import torch
+
+    from spikemoe import create_model
+    from spikemoe.analysis import profile_model
+
+    torch.manual_seed(0)
+    model = create_model("test_vmoe").eval()
+    p = profile_model(model, _digits(8), batch_size=32)
+    group = model.profile_batch_size
+    assert p["batch_size"] == group and "routing group" in p["spread_unit"]
+    s = p["energy"]["paper"]["per_sample_mJ"]
+    assert s["spread_samples"] == 8 // group
+    assert s["min"] <= s["mean"] * (1 + 1e-12) and s["mean"] <= s["max"] * (1 + 1e-12)

@@ -116,7 +116,6 @@ def profile_to_dir(result: dict, out: str | Path, convention: str = "paper") -> 
 
     Each file is written to a temporary name and renamed, so an interrupted profile never
     leaves a half-written ``profile.json`` next to good plots."""
-    import os
 
     from .plots import plot_profile
     from .report import profile_markdown
@@ -126,11 +125,18 @@ def profile_to_dir(result: dict, out: str | Path, convention: str = "paper") -> 
     written = []
     for name, text in (("profile.json", json.dumps(result, indent=1) + "\n"),
                        ("profile.md", profile_markdown(result, convention))):
-        tmp = out / f".{name}.tmp-{os.getpid()}"
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
+        _write_atomic(out / name, text)
         written.append(out / name)
     return written + plot_profile(result, out)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary name in the same folder, then rename: never a half file."""
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -171,9 +177,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     rows = [gather_run(r) for r in args.runs]
     table = runs_markdown(rows)
     if args.out:
-        Path(args.out).write_text(table)
+        _write_atomic(Path(args.out), table)
     if args.csv:
-        Path(args.csv).write_text(runs_csv(rows))
+        _write_atomic(Path(args.csv), runs_csv(rows))
     sys.stdout.write(table)
     return 0
 
@@ -197,7 +203,9 @@ def add_analysis_parsers(subparsers) -> None:
     p.add_argument("--root", metavar="DIR", help="the dataset's folder")
     p.add_argument("--split", default="test", choices=("test", "train"))
     p.add_argument("--samples", type=int, default=64, metavar="N",
-                   help="number of samples, each run alone (default 64)")
+                   help="number of test samples (default 64); the energy spread is over the first 16 run "
+                        "alone, or over the model's own measurement batches (SDT/STT: 1, V-MoE: "
+                        "one routing group)")
     p.add_argument("--convention", default="paper", choices=CONVENTIONS,
                    help="which convention the table and summary show (both are in profile.json)")
     p.add_argument("--table", default="45nm-fp32", choices=sorted(COST_TABLES),

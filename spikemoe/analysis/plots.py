@@ -21,6 +21,15 @@ def _plt():
     return plt
 
 
+def _save(fig, path: Path) -> None:
+    """PNG to a temporary name, then renamed: an interrupted plot never leaves a half file."""
+    import os
+
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+
+
 def plot_firing_heatmap(profile: dict, path: Path) -> Path:
     plt = _plt()
     layers = profile["firing"]["layers"]
@@ -39,7 +48,7 @@ def plot_firing_heatmap(profile: dict, path: Path) -> Path:
     if not names:
         ax.text(0, 0, "no spiking neurons", ha="center")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -68,7 +77,7 @@ def plot_router_rates(profile: dict, path: Path) -> Path:
         axes[-1, 0].set_xlabel("expert")
     fig.suptitle("router average spiking rate per expert", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -93,7 +102,7 @@ def plot_energy_layers(profile: dict, path: Path) -> Path:
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title("energy per layer", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
     return path
 

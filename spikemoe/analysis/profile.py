@@ -23,6 +23,23 @@ from .op_counts import OpRecord, count_operations
 __all__ = ["profile_model"]
 
 
+def merge_records(total: dict[tuple[str, str], OpRecord], records: list[OpRecord]) -> None:
+    """Add one forward's records into running totals, keyed by (layer, kind)."""
+    for r in records:
+        t = total.get((r.layer, r.kind))
+        if t is None:
+            total[(r.layer, r.kind)] = OpRecord(**vars(r))
+            continue
+        t.calls += r.calls
+        t.dense_macs += r.dense_macs
+        t.input_elements += r.input_elements
+        t.input_nonzero += r.input_nonzero
+        t.events += r.events
+        t.binary &= r.binary
+        t.integer &= r.integer
+        t.first |= r.first
+
+
 def _spread(values: list[float]) -> dict:
     n = len(values)
     lo, hi = min(values), max(values)
@@ -61,6 +78,14 @@ def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp3
     totals, the mean energy per inference (= the mean of per-sample energies: every count is
     a sum over samples) and the rates. Batching keeps the counting overhead small.
 
+    A model whose computation depends on which samples share a batch states the batch it is
+    measured in as ``model.profile_batch_size`` (V-MoE: one routing group of images, whose
+    capacity is shared; SDT / STT: 1, since a batch pads every sequence's selected tokens to
+    the longest selection and the padding rows would be counted). Then the main pass runs in
+    batches of that size, each under its own counter, and the spread is over those batches
+    (per sample for size 1): no separate pass, and the mean and the spread measure the same
+    computation. ``profile.json`` says which (``batch_size``, ``spread_unit``).
+
     Args:
         model: any ``nn.Module`` returning a ``ModelOutput`` (or logits); put in eval mode.
         samples: iterable of ``(x, y)`` with x one sample without batch axis (``[T, C, H, W]``
@@ -80,10 +105,14 @@ def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp3
                          f"{spread_samples}")
     # a model without spiking neurons (an ANN baseline) is charged MACs everywhere
     spiking = any(isinstance(m, BaseNode) for m in model.modules())
+    unit = getattr(model, "profile_batch_size", None)
+    if unit is not None:  # the model's own measurement batch; spread over those batches
+        batch_size, spread_samples = int(unit), 0
     was_training = model.training
     model.eval()
     per_sample = {c: [] for c in CONVENTIONS}
     counter = None
+    totals: dict[tuple[str, str], OpRecord] = {}
     correct = labelled = n = 0
     steps = 1
     try:
@@ -94,7 +123,15 @@ def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp3
                 nonlocal counter, correct, labelled, steps
                 xb = _batch([x for x, _ in pending])
                 steps = _time_steps(model, xb)
-                counter, out = count_operations(model, xb, counter)
+                if unit is None:
+                    counter, out = count_operations(model, xb, counter)
+                else:  # a counter per batch: energy per sample of this batch, then merged
+                    one, out = count_operations(model, xb)
+                    records = one.layer_records()
+                    for c in CONVENTIONS:
+                        per_sample[c].append(_energy_mj(records, c, costs, steps,
+                                                        first_layer_once, spiking) / len(pending))
+                    merge_records(totals, records)
                 logits = out.logits if hasattr(out, "logits") else out
                 for row, (_, y) in zip(logits.argmax(-1).tolist(), pending):
                     if torch.is_tensor(y) and y.numel() != 1:
@@ -127,7 +164,7 @@ def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp3
         model.train(was_training)
     if n == 0:
         raise ValueError("profile got no samples: the dataset split is empty or --samples is 0")
-    records = counter.layer_records()
+    records = counter.layer_records() if unit is None else list(totals.values())
     energy = {}
     for c in CONVENTIONS:
         layers = [layer_energy(r, c, costs, n, steps, first_layer_once, spiking)
@@ -153,6 +190,9 @@ def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp3
                        "source": costs.source},
         "first_layer_once": first_layer_once,
         "spiking": spiking,
+        "batch_size": batch_size,
+        "spread_unit": ("sample (each run alone)" if unit is None or batch_size == 1 else
+                        f"batch of {batch_size} (the model's routing group), per sample"),
         "energy": energy,
         "ops": {
             "dense_macs": sum(r.dense_macs for r in records if r.kind != "mask") / n,

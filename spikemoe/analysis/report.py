@@ -31,12 +31,14 @@ def profile_markdown(p: dict, convention: str = "paper") -> str:
     e = p["energy"][convention]
     other = [c for c in p["energy"] if c != convention]
     lines = [f"# Profile: {p.get('model', '?')} on {p.get('data', '?')}", "",
-             f"- samples: {p['samples']} (batch 1 each), T = {p['T']}, parameters: "
+             f"- samples: {p['samples']}, T = {p['T']}; energy spread over "
+             f"{e['per_sample_mJ'].get('spread_samples', '?')} x "
+             f"{p.get('spread_unit', 'sample (each run alone)')}; parameters: "
              f"{_fmt(p.get('params'))}, weights: {p.get('weights', '?')}",
              f"- cost table: {p['cost_table']['name']} (E_MAC {p['cost_table']['e_mac_pj']} pJ, "
              f"E_AC {p['cost_table']['e_ac_pj']} pJ; {p['cost_table']['source']})",
              f"- energy per inference ({convention}): {e['per_sample_mJ']['mean']:.4g} mJ "
-             f"(std {e['per_sample_mJ']['std']:.2g}, min {e['per_sample_mJ']['min']:.4g}, "
+             f"(spread: std {e['per_sample_mJ']['std']:.2g}, min {e['per_sample_mJ']['min']:.4g}, "
              f"max {e['per_sample_mJ']['max']:.4g})"]
     for c in other:
         lines.append(f"- energy per inference ({c}): "

@@ -389,7 +389,9 @@ class Trainer:
                   "train/loss": loss_sum / n, "train/aux_loss": aux_sum / n,
                   "train/top1": 100 * hits / n, "samples_per_s": samples_per_s,
                   "epoch_time_s": train_s}
-        if self.sequence_task:  # exp of the mean token loss (without the aux term)
+        if self.sequence_task and self.cfg.optim.label_smoothing == 0:
+            # exp of the mean token loss (without the aux term); with label smoothing the
+            # training loss is not a log-likelihood, so only the test perplexity is reported
             task_loss = (loss_sum - self.cfg.optim.aux_weight * aux_sum) / n
             record["train/perplexity"] = math.exp(min(task_loss, 700.0))
         record.update({f"train/{k}": v for k, v in self.metric_sums.means(n).items()})
@@ -400,9 +402,14 @@ class Trainer:
             test = self.evaluate()
             record.update({f"test/{k}": v for k, v in test.items() if k not in ("n", "metrics")})
             record.update({f"test/{k}": v for k, v in test["metrics"].items()})
-            improved = self.best["top1"] is None or test["top1"] > self.best["top1"]
+            if "perplexity" in test:  # a language model: the best epoch is the lowest perplexity
+                best_ppl = self.best.get("perplexity")
+                improved = best_ppl is None or test["perplexity"] < best_ppl
+            else:
+                improved = self.best["top1"] is None or test["top1"] > self.best["top1"]
             if improved:
-                self.best = {"top1": test["top1"], "epoch": self.epoch}
+                self.best = {"top1": test["top1"], "epoch": self.epoch,
+                             **({"perplexity": test["perplexity"]} if "perplexity" in test else {})}
         record.update({"best/top1": self.best["top1"], "best/epoch": self.best["epoch"]})
         return record, test, improved
 
@@ -414,6 +421,8 @@ class Trainer:
                    "final_top1": test.get("top1"), "final_top5": test.get("top5"),
                    "final_top1_ema": test.get("top1_ema"), "stopped": stopped,
                    **({"final_perplexity": test["perplexity"]} if "perplexity" in test else {}),
+                   **({"best_perplexity": self.best["perplexity"]}
+                      if "perplexity" in self.best else {}),
                    **({"baselines": self.baselines} if self.baselines else {}),
                    "samples_per_s": (sum(throughput) / len(throughput)) if throughput else None,
                    "wall_s": time.perf_counter() - start}

@@ -90,10 +90,20 @@ class LayerKV:
         return self.k, self.v, self.positions, self.valid
 
     def entries(self) -> torch.Tensor:
-        """Entries written, per sequence: ``[B]`` int64 (zeros before the first write)."""
+        """Entries written, per sequence: ``[B]`` int64 (zeros before the first write).
+
+        These are the valid entries, what a per-sequence cache holds. A batched cache is a
+        rectangle: when sequences of one batch select different tokens, a step appends a
+        slot (marked invalid) for every sequence, so its allocated length is that of the
+        busiest sequence (``allocated()``). At batch 1 the two are equal; the KV savings
+        quoted for SDT / STT are per sequence."""
         if self.valid is None:
             return torch.zeros(0, dtype=torch.int64)
         return self.valid.sum(dim=1)
+
+    def allocated(self) -> int:
+        """Slots allocated per sequence (the cache's length ``L``, valid or not)."""
+        return 0 if self.valid is None else int(self.valid.shape[1])
 
 
 class CausalSelfAttention(nn.Module):

@@ -30,6 +30,7 @@ selection in the routed layers: tests and the compute benchmark use it.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -73,6 +74,9 @@ class CausalSequenceModel(nn.Module):
     """
 
     routed_layers: tuple[int, ...] = ()
+    # measurement (spikemoe.analysis.profile): each sequence selects its own tokens and a
+    # batch pads the routed rows to the longest selection, so profile one sequence at a time
+    profile_batch_size: int | None = 1
 
     def __init__(self, *, name: str, task: str, dim: int, num_heads: int, mlp_hidden: int,
                  num_classes: int, T: int, in_channels: int = 2,
@@ -163,6 +167,15 @@ class CausalSequenceModel(nn.Module):
         h = self.embed_input(x)  # [B, N, D]
         B, N, _ = h.shape
         positions = torch.arange(N, device=h.device).expand(B, N)  # [N] -> [B, N]
+        eval_selection = getattr(self, "eval_selection", "router")
+        whole_sequence_topk = eval_selection == "router_topk" or (
+            eval_selection == "teacher" and getattr(self, "selection", "") == "topk")
+        if self.task == "lm" and not self.training and select is None and whole_sequence_topk:
+            warnings.warn(
+                f"{self.name}: eval_selection={self.eval_selection!r} picks tokens by a top-k "
+                "over the whole sequence, so a prediction can depend on later tokens: this "
+                "perplexity is not a causal language-model score. Use eval_selection='router' "
+                "to report perplexity.", stacklevel=2)
         h, aux, metrics = self.forward_tokens(h, positions, select)
         return ModelOutput(self.readout(h), aux, metrics)
 

@@ -75,9 +75,9 @@ class DecisionLayer(nn.Module):
         posterior = self.block(x, positions, cache=cache)
         dx_hat = self.prior_ffn(self.prior_norm(x))  # prior - x
         gate = self.gate(posterior - x, dx_hat, history)
-        # MSE(prior, stopgrad(posterior)); the identity path is detached too, so the loss
-        # trains the prior network and does not pull on the residual stream
-        prior_loss = F.mse_loss(x.detach() + dx_hat, posterior.detach())
+        # MSE(prior, stopgrad(posterior)) with prior = x + PriorFFN(RMSNorm(x)), as in the
+        # paper (papers.md 5): only the posterior is a stop-gradient target
+        prior_loss = F.mse_loss(x + dx_hat, posterior.detach())
         return posterior, gate, prior_loss
 
 

@@ -140,6 +140,9 @@ class VisionTransformer(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if extra else None
         self.pos_embed = nn.Parameter(torch.zeros(1, extra + self.grid[0] * self.grid[1], embed_dim))
         self.moe_blocks = moe_blocks(depth, moe_placement)
+        # measurement (spikemoe.analysis.profile): capacity is per routing group, so what
+        # runs depends on which images share a batch; profile one routing group at a time
+        self.profile_batch_size = group_images if self.moe_blocks else None
         router = dict(capacity_factor_train=capacity_factor_train,
                       capacity_factor_eval=capacity_factor_eval,
                       batch_priority_train=batch_priority_train,
