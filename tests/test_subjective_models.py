@@ -157,3 +157,19 @@ def test_teacher_evaluation_and_bad_settings():
         spikemoe.create_model("test_subjective_depth", eval_selection="oracle")
     with pytest.raises(ValueError, match="did you mean 'gamma'"):
         spikemoe.create_model("test_subjective_depth", gama=0.25)
+
+
+def test_sdt_prior_loss_trains_the_prior_network_only():
+    """The prior loss detaches the residual stream (see DecisionLayer): its gradient reaches
+    the prior network and nothing upstream of the layer, nor the posterior block."""
+    from spikemoe.models.subjective_depth import DecisionLayer
+
+    torch.manual_seed(0)
+    layer = DecisionLayer(16, 2, 32, 4, 10000.0, {})
+    x = torch.randn(1, 5, 16, requires_grad=True)
+    positions = torch.arange(5).expand(1, 5)
+    _, _, prior_loss = layer(x, positions)
+    prior_loss.backward()
+    assert x.grad is None or torch.count_nonzero(x.grad) == 0
+    assert all(p.grad is None for p in layer.block.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in layer.prior_ffn.parameters())
