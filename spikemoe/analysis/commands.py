@@ -49,23 +49,10 @@ def profile_checkpoint(checkpoint: str | Path, *, data: str | None = None, root:
                        split: str = "test", samples: int = 64, table: str = "45nm-fp32",
                        first_layer_once: bool = False, progress: bool = True) -> dict:
     """Profile a checkpoint's model (its weights) on its dataset's ``split``."""
-    from spikemoe.data import dataset_info
-    from spikemoe.engine.checkpoint import find_checkpoint, load_checkpoint
-    from spikemoe.engine.config import config_from_dict
-    from spikemoe.engine.evaluate import check_num_classes, load_model_weights
+    from spikemoe.engine.evaluate import load_run_model
     from spikemoe.engine.loaders import create_split
-    from spikemoe.models import create_model
 
-    path = find_checkpoint(checkpoint, prefer="best")
-    state = load_checkpoint(path)
-    cfg = config_from_dict(state["config"], where=f"the config stored in {path}")
-    if data is not None:
-        cfg.data.name = data
-    if root is not None:
-        cfg.data.root = root
-    model = create_model(cfg.model.name, **cfg.model.kwargs)
-    load_model_weights(model, state["model"], str(path))
-    check_num_classes(model, dataset_info(cfg.data.name).num_classes, cfg.data.name)
+    path, state, cfg, model = load_run_model(checkpoint, data=data, root=root)
     dataset = create_split(cfg.data, split, augment=False)
     result = _profile(model, dataset, samples, table, first_layer_once, progress)
     result.update(model=cfg.model.name, data=cfg.data.name, split=split,

@@ -24,7 +24,8 @@ from .distributed import all_reduce_sum, init_distributed
 from .loaders import build_eval_loader, create_split
 from .losses import token_view, topk_correct
 
-__all__ = ["MetricSums", "check_num_classes", "evaluate_checkpoint", "evaluate_model", "load_model_weights"]
+__all__ = ["MetricSums", "check_num_classes", "evaluate_checkpoint", "evaluate_model",
+           "load_model_weights", "load_run_model"]
 
 
 class MetricSums:
@@ -125,6 +126,40 @@ def load_model_weights(model: nn.Module, state: dict, source: str) -> None:
             "version: evaluate/resume it with the model it was trained with.") from None
 
 
+def load_run_model(checkpoint: str | Path, *, data: str | None = None, root: str | None = None,
+                   use_ema: bool = False) -> tuple[Path, dict, object, nn.Module]:
+    """A checkpoint's model with its weights, and its stored config (data overridable).
+
+    Args:
+        checkpoint: a ``.pt`` file, or a run directory (its ``best.pt``, else ``last.pt``).
+        data / root: another dataset name / data folder than the run's (same classes: checked).
+        use_ema: the EMA weights (the run must have had ``optim.ema_decay``).
+    Returns:
+        ``(checkpoint path, checkpoint state, TrainConfig, model on the CPU)``.
+    """
+    from spikemoe.data import dataset_info
+    from spikemoe.models import create_model
+
+    path = find_checkpoint(checkpoint, prefer="best")
+    state = load_checkpoint(path)
+    cfg = config_from_dict(state["config"], where=f"the config stored in {path}")
+    if data is not None:
+        cfg.data.name = data
+    if root is not None:
+        cfg.data.root = root
+    model = create_model(cfg.model.name, **cfg.model.kwargs)
+    weights = state["model"]
+    if use_ema:
+        if state.get("ema") is None:
+            raise ValueError(f"{path} holds no EMA weights (the run had optim.ema_decay=null); "
+                             "evaluate without --ema.")
+        weights = {k.removeprefix("module."): v for k, v in state["ema"].items()
+                   if k.startswith("module.")}
+    load_model_weights(model, weights, str(path))
+    check_num_classes(model, dataset_info(cfg.data.name).num_classes, cfg.data.name)
+    return path, state, cfg, model
+
+
 def evaluate_checkpoint(checkpoint: str | Path, *, data: str | None = None,
                         root: str | None = None, split: str = "test",
                         batch_size: int | None = None, use_ema: bool = False,
@@ -139,32 +174,13 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data: str | None = None,
     Returns:
         ``evaluate_model``'s dict plus ``checkpoint``, ``epoch``, ``step``, ``model``, ``data``.
     """
-    from spikemoe.data import dataset_info
-    from spikemoe.models import create_model
-
-    path = find_checkpoint(checkpoint, prefer="best")
-    state = load_checkpoint(path)
-    cfg = config_from_dict(state["config"], where=f"the config stored in {path}")
-    if data is not None:
-        cfg.data.name = data
-    if root is not None:
-        cfg.data.root = root
+    if split not in ("test", "train"):
+        raise ValueError(f"split must be 'test' or 'train', got {split!r}")
+    path, state, cfg, model = load_run_model(checkpoint, data=data, root=root, use_ema=use_ema)
     if batch_size is not None:
         cfg.data.eval_batch_size = batch_size
     dist = init_distributed(device)
-    model = create_model(cfg.model.name, **cfg.model.kwargs)
-    weights = state["model"]
-    if use_ema:
-        if state.get("ema") is None:
-            raise ValueError(f"{path} holds no EMA weights (the run had optim.ema_decay=null); "
-                             "evaluate without --ema.")
-        weights = {k.removeprefix("module."): v for k, v in state["ema"].items()
-                   if k.startswith("module.")}
-    load_model_weights(model, weights, str(path))
     model.to(dist.device)
-    if split not in ("test", "train"):
-        raise ValueError(f"split must be 'test' or 'train', got {split!r}")
-    check_num_classes(model, dataset_info(cfg.data.name).num_classes, cfg.data.name)
     dataset = create_split(cfg.data, split, augment=False)
     loader = build_eval_loader(dataset, cfg.data, dist)
     result = evaluate_model(model, loader, dist.device)
