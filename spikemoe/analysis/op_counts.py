@@ -209,11 +209,14 @@ class LayerOpCounter(BaseCounter):
         counts = binary or all(_is_count(t) for t in acts)  # binary implies counts
         rec.binary &= binary
         rec.integer &= counts
+        nonzero = [int(t.count_nonzero()) for t in acts]
         rec.input_elements += sum(t.numel() for t in acts)
-        rec.input_nonzero += sum(int(t.count_nonzero()) for t in acts)
+        rec.input_nonzero += sum(nonzero)
         if self._first_pending:
             rec.first, self._first_pending = True, False
-        if counts:
+        if binary and kind == "linear":  # spikes x weights: nnz(X) * fan-out, no extra pass
+            rec.events += nonzero[0] * (b.shape[-1] if b_weight else a.shape[-2])
+        elif counts:
             rec.events += _events(func, a, b, a_weight, b_weight, args)
         return 0
 
