@@ -6,6 +6,9 @@ For a neuron layer l with output spikes S_l[t] (any shape after the time axis):
     fr_l[t] = sum(S_l[t]) / numel(S_l[t])          rate per time step, over all samples seen
     fr_l    = sum_t sum(S_l[t]) / sum_t numel(S_l[t])
 
+(spikes are binary, so sum(S) is taken as the number of nonzero outputs; a neuron with
+graded outputs would be reported by how often it emits, not by the sum of its values).
+
 For a router neuron (tagged by ``spikemoe.moe.mark_router_neuron`` with its expert axis),
 with R[t, ..., e] its spikes for expert e:
 
@@ -111,7 +114,9 @@ class FiringRateMonitor:
     def _accumulate(self, name: str, module: nn.Module, s: torch.Tensor) -> None:
         steps = s.shape[0]
         flat = s.reshape(steps, -1)  # [T, ...] -> [T, M]
-        spikes = flat.sum(1, dtype=torch.float64).cpu()
+        # spikes are binary: their count is the number of nonzero outputs (exact in int64,
+        # and no float64 copy of a large spike tensor)
+        spikes = torch.count_nonzero(flat, dim=1).to(torch.float64).cpu()
         elements = torch.full((steps,), float(flat.shape[1]), dtype=torch.float64)
         acc = self._sums.get(name)
         if acc is None:

@@ -121,11 +121,13 @@ def _events(func, a: torch.Tensor, b: torch.Tensor, a_weight: bool, b_weight: bo
                 return int(round(float(aten.convolution.default(a, b, None, *args[3:9]).sum())))
             groups = args[8]
             c_out = b.shape[0]
-            x = a.double()  # [B, C_in, *S] -> [B, g, C_in / g, *S] -> [B, g, *S]
+            # float32 is exact here: integer values, partial sums far below 2^24 (a channel
+            # sum times a kernel area); only the final total is taken in float64
+            x = a.float()  # [B, C_in, *S] -> [B, g, C_in / g, *S] -> [B, g, *S]
             x = x.reshape(x.shape[0], groups, x.shape[1] // groups, *x.shape[2:]).sum(2)
-            ones = torch.ones(groups, 1, *b.shape[2:], dtype=torch.float64)
+            ones = torch.ones(groups, 1, *b.shape[2:], dtype=x.dtype)
             out = aten.convolution.default(x, ones, None, *args[3:8], groups)
-            return int(round(float(out.sum()) * (c_out // groups)))
+            return int(round(float(out.sum(dtype=torch.float64)) * (c_out // groups)))
         if b_weight:
             return int(round(float(a.sum(dtype=torch.float64)) * b.shape[-1]))
         if a_weight:
