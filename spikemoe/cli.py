@@ -60,7 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
     add_engine_parsers(sub)
     add_analysis_parsers(sub)
-
     add_data_parser(sub)
     return parser
 

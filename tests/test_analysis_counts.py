@@ -238,28 +238,14 @@ def test_transposed_conv_dense_macs_and_events_match_spikingjelly():
 # ------------------------------------------------------- test_* models vs SpikingJelly
 
 
-def _excite(model, seed=0):
-    """Untrained nets barely fire (weights std 0.02): weights of std 3 / sqrt(fan_in) and
-    BN biases 0.5 make every stage fire, at rates that depend on the input token."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Linear, nn.Conv2d)):
-                fan_in = m.weight[0].numel()
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * 3 / fan_in ** 0.5)
-            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                m.bias.fill_(0.5)
-    return model
-
-
 SPIKING_TEST_MODELS = [n for n in spikemoe.list_models("test_*")
                        if n.startswith(("test_spikformer", "test_spike_driven"))]
 
 
 @pytest.mark.parametrize("name", SPIKING_TEST_MODELS)
-def test_test_models_macs_and_synops_agree_with_spikingjelly(name):
+def test_test_models_macs_and_synops_agree_with_spikingjelly(name, excite):
     torch.manual_seed(0)
-    model = _excite(spikemoe.create_model(name)).eval()
+    model = excite(spikemoe.create_model(name)).eval()
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 4, (2, 3, 2, 16, 16), generator=g).float()  # event counts 0..3
     attn = model.blocks[0].attn

@@ -15,27 +15,13 @@ from spikemoe.moe import mark_router_neuron, router_statistics
 from spikemoe.neurons import make_lif
 
 
-def _excite(model, seed=0):
-    """Untrained nets barely fire (weights std 0.02): weights of std 3 / sqrt(fan_in) and
-    BN biases 0.5 make every stage fire, at rates that depend on the input token."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Linear, nn.Conv2d)):
-                fan_in = m.weight[0].numel()
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * 3 / fan_in ** 0.5)
-            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                m.bias.fill_(0.5)
-    return model
-
-
 def _batches(sizes, seed=0):
     g = torch.Generator().manual_seed(seed)
     return [torch.randint(0, 4, (2, b, 2, 16, 16), generator=g).float() for b in sizes]
 
 
-def test_rates_over_batches_equal_rates_from_stored_spikes():
-    model = _excite(spikemoe.create_model("test_spikformer_semm")).eval()
+def test_rates_over_batches_equal_rates_from_stored_spikes(excite):
+    model = excite(spikemoe.create_model("test_spikformer_semm")).eval()
     stored: dict[str, list[torch.Tensor]] = {}
     for name, m in model.named_modules():
         if isinstance(m, BaseNode):
@@ -155,8 +141,8 @@ def _state_size(mon):
     return len(tensors), sum(t.numel() for t in tensors)
 
 
-def test_monitor_state_does_not_grow_with_the_number_of_batches():
-    model = _excite(spikemoe.create_model("test_spikformer_semm")).eval()
+def test_monitor_state_does_not_grow_with_the_number_of_batches(excite):
+    model = excite(spikemoe.create_model("test_spikformer_semm")).eval()
     sizes = {}
     for n in (2, 20):
         with torch.no_grad(), FiringRateMonitor(model) as mon:

@@ -237,18 +237,16 @@ class LayerOpCounter(BaseCounter):
 
 
 @torch.no_grad()
-def count_operations(model: nn.Module, x: torch.Tensor,
-                     counter: LayerOpCounter | None = None) -> tuple[LayerOpCounter, object]:
-    """Run ``model(x)`` once under the counter; returns ``(counter, model output)``.
+def count_operations(model: nn.Module, x: torch.Tensor) -> tuple[LayerOpCounter, object]:
+    """Run ``model(x)`` once under a new counter; returns ``(counter, model output)``.
 
-    Pass the same ``counter`` again to add further forwards into its records. Spiking
-    neurons run with the counting mode switched off (their updates are not synaptic
+    Spiking neurons run with the counting mode switched off (their updates are not synaptic
     operations, and in a spiking transformer they are most of the aten calls, so this is
     what keeps counting cheap); entering one tells the counter that later layers read spikes.
     """
     from torch.utils._python_dispatch import _pop_mode_temporarily
 
-    counter = (counter or LayerOpCounter()).bind(model)
+    counter = LayerOpCounter().bind(model)
     counter.new_forward()
     paused: list = []
 

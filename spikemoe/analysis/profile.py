@@ -74,15 +74,15 @@ def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp3
 
     Two passes. (1) The first ``spread_samples`` samples run alone (batch 1), each under its
     own counter: the spread (std, min, max) of the energy per inference. (2) All samples run
-    in batches of ``batch_size`` under one counter and the firing-rate monitor: the per-layer
-    totals, the mean energy per inference (= the mean of per-sample energies: every count is
+    in batches of ``batch_size``, each under its own counter (records merged) and all under
+    the firing-rate monitor: the per-layer totals, the mean energy per inference (= the mean of per-sample energies: every count is
     a sum over samples) and the rates. Batching keeps the counting overhead small.
 
     A model whose computation depends on which samples share a batch states the batch it is
     measured in as ``model.profile_batch_size`` (V-MoE: one routing group of images, whose
     capacity is shared; SDT / STT: 1, since a batch pads every sequence's selected tokens to
     the longest selection and the padding rows would be counted). Then the main pass runs in
-    batches of that size, each under its own counter, and the spread is over those batches
+    batches of that size and the spread is over those batches
     (per sample for size 1): no separate pass, and the mean and the spread measure the same
     computation. ``profile.json`` says which (``batch_size``, ``spread_unit``).
 
@@ -111,27 +111,29 @@ def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp3
     was_training = model.training
     model.eval()
     per_sample = {c: [] for c in CONVENTIONS}
-    counter = None
     totals: dict[tuple[str, str], OpRecord] = {}
     correct = labelled = n = 0
     steps = 1
+
+    def add_spread(records: list[OpRecord], time_steps: int, size: int) -> None:
+        """One spread point: the energy per sample of a forward of ``size`` samples."""
+        for c in CONVENTIONS:
+            per_sample[c].append(_energy_mj(records, c, costs, time_steps, first_layer_once,
+                                            spiking) / size)
+
     try:
         with FiringRateMonitor(model) as monitor:
             pending: list = []
 
             def run_batch() -> None:
-                nonlocal counter, correct, labelled, steps
+                nonlocal correct, labelled, steps
                 xb = _batch([x for x, _ in pending])
                 steps = _time_steps(model, xb)
-                if unit is None:
-                    counter, out = count_operations(model, xb, counter)
-                else:  # a counter per batch: energy per sample of this batch, then merged
-                    one, out = count_operations(model, xb)
-                    records = one.layer_records()
-                    for c in CONVENTIONS:
-                        per_sample[c].append(_energy_mj(records, c, costs, steps,
-                                                        first_layer_once, spiking) / len(pending))
-                    merge_records(totals, records)
+                counter, out = count_operations(model, xb)
+                records = counter.layer_records()
+                merge_records(totals, records)
+                if unit is not None:  # the model's measurement batch is the spread's unit
+                    add_spread(records, steps, len(pending))
                 logits = out.logits if hasattr(out, "logits") else out
                 for row, (_, y) in zip(logits.argmax(-1).tolist(), pending):
                     if torch.is_tensor(y) and y.numel() != 1:
@@ -147,13 +149,10 @@ def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp3
                 if max_samples is not None and n >= max_samples:
                     break
                 if n < spread_samples:  # alone, outside the monitor's and the totals' sums
+                    xs = _batch([x])
                     with monitor.paused():
-                        one, _ = count_operations(model, _batch([x]))
-                    records = one.layer_records()
-                    for c in CONVENTIONS:
-                        per_sample[c].append(_energy_mj(records, c, costs,
-                                                        _time_steps(model, _batch([x])),
-                                                        first_layer_once, spiking))
+                        one, _ = count_operations(model, xs)
+                    add_spread(one.layer_records(), _time_steps(model, xs), 1)
                 pending.append((x, y))
                 n += 1
                 if len(pending) == batch_size:
@@ -164,7 +163,7 @@ def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp3
         model.train(was_training)
     if n == 0:
         raise ValueError("profile got no samples: the dataset split is empty or --samples is 0")
-    records = counter.layer_records() if unit is None else list(totals.values())
+    records = list(totals.values())
     energy = {}
     for c in CONVENTIONS:
         layers = [layer_energy(r, c, costs, n, steps, first_layer_once, spiking)

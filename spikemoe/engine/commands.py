@@ -7,7 +7,7 @@
 The same command runs under ``torchrun --nproc_per_node=N -m spikemoe train ...``.
 ``spikemoe/cli.py`` calls ``add_engine_parsers(subparsers)``; each handler returns an exit code
 and lets ValueError / FileNotFoundError reach the CLI, which prints them as one paragraph.
-``python -m spikemoe.engine.commands ...`` runs these two commands alone.
+``python -m spikemoe.engine.commands ...`` is the same CLI as ``spikemoe``.
 """
 from __future__ import annotations
 
@@ -147,17 +147,11 @@ def add_engine_parsers(subparsers) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m spikemoe.engine.commands train|evaluate ...`` (errors as one paragraph)."""
-    parser = argparse.ArgumentParser(prog="spikemoe")
-    add_engine_parsers(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as e:
-        if os.environ.get("SPIKEMOE_TRACEBACK"):
-            raise
-        print(f"spikemoe {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    """``python -m spikemoe.engine.commands train|evaluate ...``: the ``spikemoe`` CLI itself
+    (``spikemoe.cli.main``, errors as one paragraph)."""
+    from spikemoe.cli import main as cli_main
+
+    return cli_main(argv)
 
 
 if __name__ == "__main__":
