@@ -21,7 +21,7 @@ from pathlib import Path
 __all__ = ["add_analysis_parsers", "profile_checkpoint", "profile_to_dir"]
 
 
-def _dataset_for_model(model, data: str | None, root: str | None, split: str, data_seed: int = 0):
+def _dataset_for_model(model, data: str | None, root: str | None, split: str):
     from spikemoe.data import create_dataset, dataset_info
 
     shape = getattr(model, "input_shape", None)  # (T, C, H, W), or (N,) for a byte-level LM
@@ -41,8 +41,7 @@ def _dataset_for_model(model, data: str | None, root: str | None, split: str, da
         raise ValueError(f"the model has {k} output classes but {data} has {info.num_classes}; "
                          f"pick a model or dataset with the same classes.")
     T, size = (int(shape[0]), (int(shape[2]), int(shape[3]))) if shape else (16, None)
-    return data, create_dataset(data, split, root=root, T=T, size=size, augment=False,
-                                seed=data_seed)
+    return data, create_dataset(data, split, root=root, T=T, size=size, augment=False)
 
 
 def profile_checkpoint(checkpoint: str | Path, *, data: str | None = None, root: str | None = None,
