@@ -3,7 +3,7 @@ and the digits-dvs build time, measured in one run.
 
 Files: ``--files`` synthetic CIFAR10-DVS-like recordings (AEDAT 4.0, 128 x 128, ``--events``
 events over 1.3 s, written by ``spikemoe.data.writers``, uncompressed), plus the real
-``shared/fixtures/real/sample.aedat4`` (320 x 240, LZ4-compressed, 111,954 events). T = 16,
+``tests/fixtures/real/sample.aedat4`` (320 x 240, LZ4-compressed, 111,954 events). T = 16,
 equal event counts. Each path turns every file into a float32 ``[T, 2, H, W]`` tensor:
 
     tonic cold      tonic.io.read_aedat4 + tonic.transforms.ToFrame(n_event_bins=T) + to float
@@ -34,7 +34,7 @@ from spikemoe.data.events import as_events
 from spikemoe.data.writers import write_aedat4
 
 T = 16
-REAL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real" / "sample.aedat4"
+REAL = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "real" / "sample.aedat4"
 
 
 def _synthetic(folder: Path, n_files: int, n_events: int) -> list[Path]:

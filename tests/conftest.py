@@ -22,3 +22,28 @@ def _excite(model: nn.Module, seed: int = 0) -> nn.Module:
 def excite():
     """``excite(model, seed=0)``: rescale a spiking model's weights so that every layer fires."""
     return _excite
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Every test (and every process a test starts) caches frames in a temporary folder,
+    never in the user's ``~/.cache/spikemoe``; the session fails if anything was written
+    there anyway."""
+    import os
+    from pathlib import Path
+
+    user_cache = Path.home() / ".cache" / "spikemoe"
+
+    def listing():
+        return sorted(str(p) for p in user_cache.rglob("*")) if user_cache.is_dir() else []
+
+    before = listing()
+    old = os.environ.get("SPIKEMOE_CACHE")
+    os.environ["SPIKEMOE_CACHE"] = str(tmp_path_factory.mktemp("spikemoe-cache"))
+    yield
+    if old is None:
+        os.environ.pop("SPIKEMOE_CACHE", None)
+    else:
+        os.environ["SPIKEMOE_CACHE"] = old
+    written = sorted(set(listing()) - set(before))
+    assert not written, f"tests wrote to the user's cache {user_cache}: {written[:5]}"

@@ -12,9 +12,7 @@ from spikemoe.data.commands import add_data_parser
 from spikemoe.data.events import as_events
 from spikemoe.data.writers import write_aedat4
 
-REAL = Path("/work/shared/fixtures/real")
-if not REAL.is_dir():
-    REAL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
+REAL = Path(__file__).resolve().parent / "fixtures" / "real"  # shipped in the repo
 
 
 def run(*argv):

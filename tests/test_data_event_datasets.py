@@ -21,9 +21,7 @@ from spikemoe.data.events import as_events
 from spikemoe.data.layouts import layout_problems
 from spikemoe.data.writers import write_aedat4, write_gesture_npy, write_nmnist_bin
 
-REAL = Path("/work/shared/fixtures/real")
-if not REAL.is_dir():
-    REAL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
+REAL = Path(__file__).resolve().parent / "fixtures" / "real"  # shipped in the repo
 KW = {"T": 4, "size": 32}  # small frames keep the cache tiny
 
 

@@ -16,9 +16,7 @@ from spikemoe.data.events import (
 )
 from spikemoe.data.writers import write_aedat4, write_gesture_npy, write_nmnist_bin
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "real"
-if not REAL.is_dir():  # the checkout may sit elsewhere: fall back to the documented location
-    REAL = Path("/work/shared/fixtures/real")
+REAL = Path(__file__).resolve().parent / "fixtures" / "real"  # shipped in the repo
 
 
 def _random_events(n, hw=(128, 128), t_max=10**6, seed=0):

@@ -9,9 +9,7 @@ from spikingjelly.datasets.utils import integrate_events_by_fixed_frames_number 
 from spikemoe.data.events import as_events, read_aedat4, read_nmnist_bin
 from spikemoe.data.frames import events_to_frames, frame_index, resize_events
 
-REAL = Path("/work/shared/fixtures/real")
-if not REAL.is_dir():
-    REAL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
+REAL = Path(__file__).resolve().parent / "fixtures" / "real"  # shipped in the repo
 
 
 def _sj(events, mode, T, hw):

@@ -4,7 +4,7 @@ Layout in a run directory::
 
     checkpoints/last.pt       every epoch (and every ``run.save_every_steps`` steps)
     checkpoints/last.prev.pt  the ``last`` before it (a hard link: no extra disk)
-    checkpoints/best.pt       the epoch with the best test top-1
+    checkpoints/best.pt       the best epoch (test top-1; lowest perplexity for a language model)
 
 A write goes to ``<name>.tmp-<pid>``, is flushed to disk, then renamed over the old file
 (``os.replace`` is atomic on POSIX): a crash or SIGKILL mid-write leaves the previous
@@ -14,12 +14,15 @@ no pickle code runs; the config is stored as plain data (``config.config_to_dict
 from __future__ import annotations
 
 import os
+import pickle
+import shutil
+import zipfile
 from pathlib import Path
 
 import torch
 
-__all__ = ["CheckpointError", "find_checkpoint", "load_checkpoint", "run_dir_of",
-           "save_checkpoint"]
+__all__ = ["CheckpointError", "find_checkpoint", "is_whole_checkpoint", "link_or_copy",
+           "load_checkpoint", "run_dir_of", "save_checkpoint"]
 
 CKPT_DIR = "checkpoints"
 
@@ -28,12 +31,17 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message says why and what to do instead."""
 
 
-def save_checkpoint(state: dict, path: str | Path, keep_previous: bool = False) -> Path:
+def save_checkpoint(state: dict, path: str | Path, keep_previous: bool = False,
+                    previous_ok: bool = False) -> Path:
     """Write ``state`` to ``path`` atomically (temp file, fsync, rename).
 
     Args:
         state: tensors and plain data only (what ``weights_only`` loading accepts).
-        keep_previous: first link the current ``path`` to ``<stem>.prev.pt``.
+        keep_previous: first link the current ``path`` to ``<stem>.prev.pt`` — only if the
+            current file is a whole checkpoint: a corrupt one is replaced without touching
+            ``<stem>.prev.pt`` (which may be the only good copy).
+        previous_ok: the caller knows the current ``path`` is whole (it wrote or loaded it in
+            this process); otherwise it is checked (zip CRCs) before it is kept.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,20 +51,66 @@ def save_checkpoint(state: dict, path: str | Path, keep_previous: bool = False) 
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
-        if keep_previous and path.exists():
+        if keep_previous and path.exists() and (previous_ok or is_whole_checkpoint(path)):
             prev = path.with_suffix(".prev.pt")
-            prev_tmp = prev.with_name(f"{prev.name}.tmp-{os.getpid()}")
-            try:
-                os.link(path, prev_tmp)  # no copy; `path` stays valid throughout
-            except OSError:
-                import shutil
-
-                shutil.copyfile(path, prev_tmp)
-            os.replace(prev_tmp, prev)
+            link_or_copy(path, prev)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """``target`` := ``source`` atomically: a hard link (no extra disk) where the file system
+    allows one, else a copy; then renamed over ``target``."""
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def is_whole_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a complete torch zip archive whose every member passes its CRC
+    (reads the file once; does not unpickle anything)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None and any(n.endswith("data.pkl")
+                                                     for n in archive.namelist())
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError):
+        return False
+
+
+def _first_line(error: BaseException) -> str:
+    """The first sentence of an exception's message ("no message" for an empty one)."""
+    lines = str(error).strip().splitlines()
+    return lines[0].split(". ")[0].rstrip(".") if lines else "no message"
+
+
+def _why_unreadable(path: Path, error: BaseException) -> str:
+    """What is wrong with a checkpoint that ``torch.load`` refused, in words."""
+    if path.stat().st_size == 0:
+        return "it is empty (0 bytes: a copy cut short, a full disk, or a killed write)"
+    if isinstance(error, pickle.UnpicklingError) or "Weights only load failed" in str(error):
+        return ("it holds Python objects that weights-only loading refuses to run (it was not "
+                "written by `spikemoe train`, or it was tampered with); spikemoe never "
+                "unpickles code from a checkpoint")
+    if isinstance(error, PermissionError):
+        return "it cannot be read: permission denied (fix its permissions or ownership)"
+    return (f"it is truncated or corrupt ({type(error).__name__}: {_first_line(error)}; "
+            "a copy cut short, a full disk)")
+
+
+def _readable(path: Path) -> bool:
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+        return True
+    except Exception:  # noqa: BLE001
+        return False
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
@@ -64,8 +118,9 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
 
     Raises:
         FileNotFoundError: no such file.
-        CheckpointError: truncated, corrupt, or not a spikemoe checkpoint; the message names
-            the previous checkpoint when there is one.
+        CheckpointError: empty, truncated, corrupt, unreadable, or not a spikemoe checkpoint;
+            the message names the other checkpoints of the run that were checked and load
+            (never one that was not checked).
     """
     path = Path(path)
     if not path.is_file():
@@ -73,18 +128,31 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001  (zip/unpickling errors have many types)
-        prev = path.with_suffix(".prev.pt")
-        alt = ""
-        if prev.is_file() and prev != path:
-            alt = f" The previous checkpoint {prev} is intact: resume=" + str(prev)
-        raise CheckpointError(
-            f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0]}): "
-            f"it is truncated or corrupt (a copy cut short, a full disk).{alt} "
-            f"Otherwise use best.pt beside it, or start a fresh run.") from None
+        raise CheckpointError(f"checkpoint {path} cannot be used: {_why_unreadable(path, e)}. "
+                              f"{_alternatives(path)}") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"{path} is not a spikemoe training checkpoint (expected a dict "
                               "with 'model' and 'config'; write one with `spikemoe train`).")
     return state
+
+
+def _alternatives(path: Path) -> str:
+    """Advice naming the run's other checkpoints that were loaded and found whole."""
+    folder = path.parent
+    candidates = [folder / n for n in ("last.prev.pt", "best.pt", "last.pt")]
+    good, bad = [], []
+    for candidate in candidates:
+        if candidate.is_file() and candidate.resolve() != path.resolve():
+            (good if _readable(candidate) else bad).append(candidate)
+    advice = ""
+    if good:
+        advice = (f"Checked and readable: {', '.join(str(g) for g in good)}; resume from one "
+                  f"with resume={good[0]} (it keeps its own step), or evaluate it directly. ")
+    if bad:
+        advice += f"Also unreadable: {', '.join(str(b) for b in bad)}. "
+    if not good:
+        advice += "No other readable checkpoint of this run was found: start a fresh run."
+    return advice.strip()
 
 
 def run_dir_of(checkpoint: str | Path) -> Path:

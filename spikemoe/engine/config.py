@@ -136,7 +136,10 @@ class RunConfig:
     CUDA GPU that has it, fp16 on older GPUs, fp32 on CPU), checkpoint and log cadence.
     ``stop_after_steps`` ends the run early (saving ``last``) without changing the schedule.
     ``profile_samples``: after training, ``spikemoe train`` profiles the best checkpoint on
-    this many test samples into ``<run>/profile/`` (firing rates, energy; 0 = skip)."""
+    this many test samples into ``<run>/profile/`` (firing rates, energy; 0 = skip).
+    ``resume_changes``: with ``resume=``, the keys whose new value the resumed run may take
+    (``resume_changes=[optim.lr]``); any other key that differs from the checkpoint's config
+    is refused (``resume.check_resume_config``)."""
 
     out_dir: str = "runs"
     name: str | None = None
@@ -154,6 +157,7 @@ class RunConfig:
     sync_bn: bool = False
     find_unused_parameters: bool = False
     profile_samples: int = 64
+    resume_changes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -378,6 +382,36 @@ def validate(cfg: TrainConfig, where: str) -> None:
         (cfg.run.save_every_steps is None or cfg.run.save_every_steps >= 1,
          "run.save_every_steps must be >= 1, or null"),
     ]
+    o, s, d, r = cfg.optim, cfg.schedule, cfg.data, cfg.run
+    checks += [
+        (o.clip_grad is None or o.clip_grad > 0,
+         f"optim.clip_grad must be > 0 (the largest global gradient norm), or null for no "
+         f"clipping; got {o.clip_grad} (a negative norm would flip the gradient)"),
+        (o.weight_decay >= 0, f"optim.weight_decay must be >= 0 (0 = none); got {o.weight_decay}"),
+        (all(0 <= b < 1 for b in o.betas),
+         f"optim.betas must be two numbers in [0, 1), e.g. [0.9, 0.999]; got {o.betas}"),
+        (o.eps > 0, f"optim.eps must be > 0; got {o.eps}"),
+        (o.aux_weight >= 0, f"optim.aux_weight must be >= 0 (0 = ignore the router loss); got "
+                            f"{o.aux_weight}"),
+        (0 <= o.tet_lambda <= 1, f"optim.tet_lambda must be in [0, 1]; got {o.tet_lambda}"),
+        (0 <= s.min_lr <= o.lr, f"schedule.min_lr must be in [0, optim.lr={o.lr}]; got "
+                                f"{s.min_lr}"),
+        (0 <= s.warmup_lr <= o.lr, f"schedule.warmup_lr must be in [0, optim.lr={o.lr}]; got "
+                                   f"{s.warmup_lr}"),
+        (d.eval_batch_size is None or d.eval_batch_size >= 1,
+         f"data.eval_batch_size must be >= 1, or null (= data.batch_size); got "
+         f"{d.eval_batch_size}"),
+        (d.size is None or all(n >= 1 for n in ([d.size] if isinstance(d.size, int) else d.size)),
+         f"data.size must be a positive int or [H, W], or null; got {d.size}"),
+        (not isinstance(d.size, list) or len(d.size) == 2,
+         f"data.size as a list must be [H, W]; got {d.size}"),
+        (r.stop_after_steps is None or r.stop_after_steps >= 1,
+         f"run.stop_after_steps must be >= 1, or null; got {r.stop_after_steps}"),
+        (r.profile_samples >= 0, f"run.profile_samples must be >= 0 (0 = no profile); got "
+                                 f"{r.profile_samples}"),
+        (r.name is None or (r.name.strip() not in ("", ".", "..") and "/" not in r.name),
+         f"run.name must be a folder name (no '/', not '.' or '..'); got {r.name!r}"),
+    ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"{where}: {message}.")
@@ -393,6 +427,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Tr
     cfg = TrainConfig()
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            near = sorted(p.name for p in path.glob("*.yaml"))
+            listing = f" Configs in it: {', '.join(near)}." if near else ""
+            raise ConfigError(f"config {str(path)!r} is a folder, not a YAML file; pass a file "
+                              f"such as {path / 'demo.yaml'}.{listing}")
         if not path.is_file():
             near = sorted(p.name for p in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
             listing = f" Configs in {path.parent}: {', '.join(near)}." if near else ""

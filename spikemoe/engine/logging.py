@@ -37,9 +37,37 @@ def _jsonable(value):
     return value
 
 
+def parse_metrics_lines(path: str | Path) -> tuple[list[tuple[str, dict]], str | None]:
+    """The ``(line, record)`` pairs of a ``metrics.jsonl`` and a note about a torn last line.
+
+    A run killed mid-write can leave its LAST line cut short: that line is dropped and the
+    note says so. A bad line anywhere else is not a kill: ``ValueError`` names file and line.
+    """
+    path = Path(path)
+    lines = path.read_text().splitlines()
+    pairs, note = [], None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            if number == len(lines):
+                note = (f"{path}: line {number} (the last) is cut short, as a killed run leaves "
+                        "it; it was dropped")
+                break
+            raise ValueError(f"{path}: line {number} is not a JSON record ({e}); the file was "
+                             "edited or damaged: fix or delete that line.") from None
+        pairs.append((line, record))
+    return pairs, note
+
+
 def read_metrics(path: str | Path, kind: str | None = None) -> list[dict]:
-    """The records of a ``metrics.jsonl`` (of one ``kind``), in order."""
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """The records of a ``metrics.jsonl`` (of one ``kind``), in order (a torn last line, left
+    by a killed run, is skipped; see ``parse_metrics_lines``)."""
+    rows = [record for _, record in parse_metrics_lines(path)[0]]
     return [r for r in rows if kind is None or r.get("kind") == kind]
 
 
@@ -61,14 +89,16 @@ class RunLogger:
         self.log.setLevel(logging.INFO)
         self.tb = None
         self._metrics = None
+        self.notes: list[str] = []  # what was repaired on resume (a torn last metrics line)
         if not enabled:
             self.log.addHandler(logging.NullHandler())
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         metrics = self.run_dir / "metrics.jsonl"
         if resume_step is not None and metrics.exists():
-            keep = [line for line in metrics.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            pairs, note = parse_metrics_lines(metrics)
+            self.notes += [note] if note else []
+            keep = [line for line, record in pairs if record.get("step", 0) <= resume_step]
             tmp = metrics.with_suffix(".jsonl.tmp")
             tmp.write_text("".join(line + "\n" for line in keep))
             os.replace(tmp, metrics)
@@ -81,6 +111,8 @@ class RunLogger:
         console.setFormatter(logging.Formatter("%(message)s"))
         self.log.addHandler(file_handler)
         self.log.addHandler(console)
+        for note in self.notes:
+            self.log.info(f"note: {note}")
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 

@@ -16,17 +16,21 @@ epoch's metric sums and every rank's RNG states; the batch order is a function o
 (seed, epoch) (``loaders.py``). A run resumed from any checkpoint ends with the same weights,
 bit for bit on CPU, as one never stopped (``tests/test_engine_resume.py``).
 
-A non-finite loss is recorded on the device with its step number and raises
-``NonFiniteLossError`` at the next check (log interval, save, epoch end); nothing is saved
-after it, so the last checkpoint is the last good one.
+A non-finite loss, a non-finite input batch, or non-finite gradients (fp32/bf16; fp16's
+``GradScaler`` skips such steps itself) are recorded on the device with their step number and
+raise ``NonFiniteLossError`` at the next check (log interval, save, epoch end); before every
+save the parameters and buffers (BN statistics) are checked too. Nothing is saved after a
+non-finite value, so the last checkpoint is the last good one.
+
+A new run claims its own directory (``run_dir.claim_run_dir``: exclusive create, after the
+model is built, so a bad model override leaves no folder behind). A resumed run refuses a
+changed config unless the change is listed in ``run.resume_changes`` (``resume.py``).
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import math
-import os
-import shutil
 import time
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +42,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .checkpoint import (
     CheckpointError,
     find_checkpoint,
+    link_or_copy,
     load_checkpoint,
     run_dir_of,
     save_checkpoint,
@@ -47,19 +52,24 @@ from .distributed import all_gather_objects, all_reduce_sum, broadcast_object, i
 from .ema import build_ema
 from .evaluate import MetricSums, check_num_classes, evaluate_model, load_model_weights
 from .loaders import DataBundle, build_datasets, build_eval_loader, build_train_loader, local_batch
-from .logging import RunLogger
+from .logging import RunLogger, read_metrics
 from .losses import StepLogits, TETLoss, token_view, topk_correct
 from .mixing import build_mixer
+from .resume import apply_resume_changes, check_resume_config
 from .rng import get_rng_state, seed_everything, set_rng_state
+from .run_dir import RunDirError, claim_run_dir
 from .schedule import build_scheduler
 
 __all__ = ["NonFiniteLossError", "Trainer", "train"]
 
 FORMAT = 1  # checkpoint layout version
+_BAD_WHAT = {0: "a value became NaN/inf", 1: "the loss became NaN/inf",
+             2: "an input batch held NaN/inf values", 3: "the gradients became NaN/inf"}
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or inf; ``step`` is the 1-based step whose loss it was."""
+    """The loss, an input batch, the gradients or the weights became NaN or inf; ``step`` is
+    the 1-based step where it was first seen."""
 
     def __init__(self, message: str, step: int) -> None:
         super().__init__(message)
@@ -92,9 +102,9 @@ class Trainer:
         self.device = dist.device
         ckpt_path = find_checkpoint(run.resume) if run.resume else None
         ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
+        self.resume_changes: dict = {}
         if ckpt is not None:
             self._check_resumable(ckpt, ckpt_path)
-        self.run_dir = run_dir_of(ckpt_path) if ckpt_path else self._new_run_dir()
         seed_everything(run.seed + dist.rank)  # ranks draw different augmentations
 
         self.data = data if data is not None else build_datasets(cfg.data)
@@ -104,6 +114,13 @@ class Trainer:
             model = create_model(cfg.model.name, **cfg.model.kwargs)
         check_num_classes(model, self.data.num_classes, cfg.data.name)
         self.baselines = _data_baselines(self.data)
+        self.skipped_files = _skipped_files(self.data)
+        # only now, with data and model built, does the run take a folder
+        self.run_dir = run_dir_of(ckpt_path) if ckpt_path else self._new_run_dir()
+        # ``last.pt`` is known whole when this process loaded it or wrote it: then a save may
+        # keep it as ``last.prev.pt`` without re-reading it (else it is checked first)
+        self._last_ok = ckpt_path is not None and ckpt_path == self.run_dir / "checkpoints" / \
+            "last.pt"
         self.model = model.to(self.device)
         self.net = self.model  # what the step calls: the model, or its DDP wrapper
         if dist.distributed:
@@ -140,12 +157,20 @@ class Trainer:
         self.best = {"top1": None, "epoch": None}
         self._new_sums()
         self._bad_step = torch.full((), -1, dtype=torch.int64, device=self.device)
+        self._bad_what = torch.zeros((), dtype=torch.int64, device=self.device)  # _BAD_WHAT
         if ckpt is not None:
             self._load_state(ckpt, ckpt_path)
         self.logger = RunLogger(self.run_dir, enabled=dist.is_main, tensorboard=run.tensorboard,
                                 resume_step=self.step if ckpt is not None else None)
         if dist.is_main:
             save_config(cfg, self.run_dir / "config.yaml")
+        if self.resume_changes:
+            changes = {k: list(v) for k, v in self.resume_changes.items()}
+            self.logger.write("event", self.step, {"event": "resume_changes", "changes": changes})
+            self.logger.info("resumed with changed config (run.resume_changes): " + "; ".join(
+                f"{k}: {old!r} -> {new!r}" for k, (old, new) in self.resume_changes.items()))
+        for path, reason in self.skipped_files:
+            self.logger.info(f"skipped (data.skip_corrupt): {path}: {reason}")
         if ckpt is not None:
             rng = ckpt["rng"]
             if len(rng) == dist.world_size:
@@ -157,15 +182,20 @@ class Trainer:
 
     # ---------------------------------------------------------------- set-up helpers
     def _new_run_dir(self) -> Path:
+        """Rank 0 claims a new run directory (``run_dir.claim_run_dir``); all ranks get it."""
         run = self.cfg.run
         name = run.name or (f"{self.cfg.model.name}-{self.cfg.data.name}-"
                             f"{datetime.now().strftime('%Y%m%d-%H%M%S')}")
-        path = Path(run.out_dir) / name
-        if self.dist.is_main and (path / "checkpoints").is_dir() and any(
-                (path / "checkpoints").glob("*.pt")):
-            raise ValueError(f"run directory {path} already holds a run. Continue it with "
-                             f"resume={path}, or pick another run.name.")
-        return Path(broadcast_object(str(path)))
+        claimed: str = ""
+        if self.dist.is_main:
+            try:
+                claimed = str(claim_run_dir(run.out_dir, name, chosen=run.name is not None))
+            except RunDirError as e:
+                claimed = f"error:{e}"
+        claimed = broadcast_object(claimed)
+        if claimed.startswith("error:"):
+            raise RunDirError(claimed[len("error:"):])
+        return Path(claimed)
 
     def _check_resumable(self, ckpt: dict, path: Path) -> None:
         if ckpt.get("format") != FORMAT:
@@ -177,6 +207,7 @@ class Trainer:
                 f"{path} was trained with model {stored}, but this config builds {asked}. "
                 f"Resume with the run's own config (`spikemoe train resume={run_dir_of(path)}` "
                 "with no CONFIG), or start a fresh run without resume=.")
+        self.resume_changes = check_resume_config(ckpt["config"], self.cfg, str(path))
 
     def _amp_dtype(self, precision: str) -> torch.dtype | None:
         if self.device.type != "cuda":
@@ -229,15 +260,37 @@ class Trainer:
         if ckpt["world_size"] == self.dist.world_size:  # sums are this rank's shard's
             self.sums = ckpt["sums"].to(self.device)
             self.metric_sums.sums = {k: v.to(self.device) for k, v in ckpt["metric_sums"].items()}
+        if self.resume_changes:
+            apply_resume_changes(self.resume_changes, self.cfg, self.optimizer, self.scheduler)
 
     def save(self, name: str = "last") -> Path | None:
-        """Write ``checkpoints/<name>.pt`` (rank 0) after checking the loss is still finite."""
+        """Write ``checkpoints/<name>.pt`` (rank 0) after checking that the loss, inputs and
+        gradients stayed finite and that every parameter and buffer is finite."""
         self.check_finite()
+        self._check_weights_finite()
         state = self.state_dict()
         path = self.run_dir / "checkpoints" / f"{name}.pt"
         if self.dist.is_main:
-            save_checkpoint(state, path, keep_previous=name == "last")
+            save_checkpoint(state, path, keep_previous=name == "last",
+                            previous_ok=self._last_ok)
+            self._last_ok = self._last_ok or name == "last"
         return path
+
+    def _check_weights_finite(self) -> None:
+        """Raise ``NonFiniteLossError`` if a parameter or buffer (BN statistics) is NaN/inf."""
+        tensors = [t for t in (*self.model.parameters(), *self.model.buffers())
+                   if t.is_floating_point()]
+        if not tensors:
+            return
+        bad = ~torch.stack([torch.isfinite(t).all() for t in tensors]).all()
+        if self.dist.distributed:
+            bad = bad.to(torch.int64)
+            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+        if bool(bad):
+            names = [n for n, t in (*self.model.named_parameters(), *self.model.named_buffers())
+                     if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+            self._raise_non_finite(self.step, f"the weights became NaN/inf ({', '.join(names[:5])}"
+                                   f"{', ...' if len(names) > 5 else ''})")
 
     # ---------------------------------------------------------------- one step
     def forward_backward(self, x: torch.Tensor, y: torch.Tensor, epoch: int):
@@ -253,17 +306,31 @@ class Trainer:
             else:
                 task = self.criterion(*token_view(logits, targets))  # per token for LMs
             loss = task + self.cfg.optim.aux_weight * out.aux_loss.float()
-        bad = ~torch.isfinite(loss.detach())
-        self._bad_step = torch.where(bad & (self._bad_step < 0), self.step + 1, self._bad_step)
+        self._flag(~torch.isfinite(loss.detach()), 1)
+        if x.is_floating_point():
+            self._flag(~torch.isfinite(x).all(), 2)
         self.scaler.scale(loss).backward()
         return loss.detach(), out
+
+    def _flag(self, bad: torch.Tensor, what: int) -> None:
+        """Record (on the device, no sync) the first step where ``bad`` held, and what it was."""
+        first = bad & (self._bad_step < 0)
+        self._bad_step = torch.where(first, self.step + 1, self._bad_step)
+        self._bad_what = torch.where(first, what, self._bad_what)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
         """One optimiser step on a batch; returns the loss (on the device, not synchronised)."""
         loss, out = self.forward_backward(x, y, epoch)
         if self.cfg.optim.clip_grad is not None:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad)
+            norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad)
+            if not self.scaler.is_enabled():  # fp16: the scaler skips inf steps by design
+                self._flag(~torch.isfinite(norm), 3)
+        elif not self.scaler.is_enabled():
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            if grads:
+                norms = torch._foreach_norm(grads)  # one fused pass; NaN/inf propagate
+                self._flag(~torch.isfinite(torch.stack(norms)).all(), 3)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -282,21 +349,29 @@ class Trainer:
         return loss
 
     def check_finite(self) -> None:
-        """Raise ``NonFiniteLossError`` if any rank's loss has been NaN/inf since the start."""
-        bad = self._bad_step.clone()
+        """Raise ``NonFiniteLossError`` if any rank's loss, input batch or gradients have been
+        NaN/inf since the start."""
+        bad = torch.stack([self._bad_step, self._bad_what])
         if self.dist.distributed:
             torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
-        step = int(bad)
+        step, what = (int(v) for v in bad)
         if step < 0:
             return
+        self._raise_non_finite(step, _BAD_WHAT[what])
+
+    def _raise_non_finite(self, step: int, what: str) -> None:
         last = self.run_dir / "checkpoints" / "last.pt"
         kept = (f"The last good checkpoint is {last}; resume from it (resume={self.run_dir}) "
-                if last.exists() else "No checkpoint was written before it; ")
-        epoch, batch = divmod(step - 1, self.steps_per_epoch)
-        message = (f"the loss became NaN/inf at step {step} (epoch {epoch + 1}, batch {batch + 1} "
-                   f"of {self.steps_per_epoch}); training stopped and nothing was saved after it. "
-                   f"{kept}with a lower optim.lr, optim.clip_grad set, or run.precision=fp32.")
-        self.logger.write("event", step, {"event": "non_finite_loss", "message": message})
+                if last.exists() else "No checkpoint was written before it; start again ")
+        epoch, batch = divmod(max(step, 1) - 1, self.steps_per_epoch)
+        fix = ("check the data: an input batch held NaN/inf values (data.skip_corrupt does not "
+               "catch those; inspect the files or the cache)" if "input" in what else
+               "with a lower optim.lr, optim.clip_grad set, or run.precision=fp32")
+        message = (f"{what} at step {step} (epoch {epoch + 1}, batch {batch + 1} of "
+                   f"{self.steps_per_epoch}); training stopped and nothing was saved after it. "
+                   f"{kept}{fix}.")
+        kind = next(k for k in ("loss", "input", "gradients", "weights", "value") if k in what)
+        self.logger.write("event", step, {"event": f"non_finite_{kind}", "message": message})
         raise NonFiniteLossError(message, step)
 
     # ---------------------------------------------------------------- loops
@@ -359,6 +434,11 @@ class Trainer:
                          f"{self.baselines['unigram_entropy_bits']:.3f} bits)")
         test: dict = {}
         throughput = []
+        if self.epoch >= self.total_epochs:  # resumed a run that had finished
+            try:
+                return self._finished_summary(start)
+            finally:
+                self.close()
         try:
             while self.epoch < self.total_epochs:
                 epoch, t0, step0 = self.epoch, time.perf_counter(), self.step
@@ -374,8 +454,6 @@ class Trainer:
                 if improved and self.dist.is_main:
                     _link_best(self.run_dir / "checkpoints")
                 log.info(_epoch_line(record, self.total_epochs))
-            if not test:  # resumed a finished run: report its final numbers again
-                test = self.evaluate()
             return self._summary(test, start, throughput=throughput)
         finally:
             self.close()
@@ -413,6 +491,24 @@ class Trainer:
         record.update({"best/top1": self.best["top1"], "best/epoch": self.best["epoch"]})
         return record, test, improved
 
+    def _finished_summary(self, start: float) -> dict:
+        """A resumed run that had already trained every epoch: nothing is trained; its
+        ``summary.json`` is returned as it is, or (killed before writing it) rebuilt once from
+        a fresh evaluation and the epoch records' throughput."""
+        path = self.run_dir / "summary.json"
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, ValueError):
+            summary = None
+        if isinstance(summary, dict) and not summary.get("stopped"):
+            self.logger.info(f"run {self.run_dir} already finished ({self.epoch}/"
+                             f"{self.total_epochs} epochs); nothing to train. Its summary: {path}")
+            return summary
+        epochs = [r for r in read_metrics(self.run_dir / "metrics.jsonl", "epoch")
+                  if "samples_per_s" in r] if (self.run_dir / "metrics.jsonl").exists() else []
+        return self._summary(self.evaluate(), start,
+                             throughput=[r["samples_per_s"] for r in epochs])
+
     def _summary(self, test: dict, start: float, stopped: bool = False,
                  throughput: list | None = None) -> dict:
         summary = {"run_dir": str(self.run_dir), "model": self.cfg.model.name,
@@ -425,6 +521,7 @@ class Trainer:
                       if "perplexity" in self.best else {}),
                    **({"baselines": self.baselines} if self.baselines else {}),
                    "samples_per_s": (sum(throughput) / len(throughput)) if throughput else None,
+                   "skipped_files": [list(item) for item in self.skipped_files],
                    "wall_s": time.perf_counter() - start}
         if not stopped:
             self.logger.write("final", self.step, {k: v for k, v in summary.items()
@@ -457,12 +554,16 @@ def _data_baselines(data: DataBundle) -> dict | None:
 
 def _link_best(folder: Path) -> None:
     """``best.pt`` := the ``last.pt`` just written (a hard link; atomic replace)."""
-    tmp = folder / f"best.pt.tmp-{os.getpid()}"
-    try:
-        os.link(folder / "last.pt", tmp)
-    except OSError:
-        shutil.copyfile(folder / "last.pt", tmp)
-    os.replace(tmp, folder / "best.pt")
+    link_or_copy(folder / "last.pt", folder / "best.pt")
+
+
+def _skipped_files(data: DataBundle) -> list[tuple[str, str]]:
+    """The event files ``data.skip_corrupt`` left out of either split, as (path, reason)."""
+    skipped = []
+    for split in (data.train, data.test):
+        dataset = getattr(split, "dataset", split)  # through a Subset (data.*_samples)
+        skipped += [tuple(item) for item in getattr(dataset, "skipped_files", None) or []]
+    return skipped
 
 
 def _epoch_line(r: dict, total: int) -> str:
