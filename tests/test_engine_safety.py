@@ -119,6 +119,10 @@ def test_two_concurrent_train_processes_get_two_run_directories(tmp_path):
            "data.test_samples=8", "data.batch_size=8", "schedule.epochs=1",
            "schedule.warmup_epochs=0", f"run.out_dir={tmp_path}", "run.profile_samples=0",
            "run.progress=false", "run.tensorboard=false"]
+    from spikemoe.data import create_dataset
+
+    for split in ("train", "test"):  # the session's frame cache: built once, or already there
+        create_dataset("digits-dvs", split, T=2, size=16)
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
              for _ in range(2)]
