@@ -78,6 +78,24 @@ def test_verify_deep_lists_the_corrupt_file(tmp_path, capsys):
     assert [p for p in problems if p.startswith("corrupt")] == [expected]
 
 
+def test_verify_deep_lists_files_of_another_sensor_size(tmp_path, capsys):
+    # Two 320 x 240 recordings in a 128 x 128 dataset: they decode, so only --deep's sensor
+    # check finds them before prepare / training rejects every one of them.
+    _copy(tmp_path, {"cat": 3})
+    big = [tmp_path / "CIFAR10DVS" / "cat" / f"cifar10_cat_{i}.aedat4" for i in (0, 2)]
+    for path in big:
+        ev = as_events(np.arange(3), [0, 319, 200], [0, 239, 100], [1, 0, 1])
+        write_aedat4(path, ev, width=320, height=240)
+    assert run("verify", "cifar10-dvs", "--root", tmp_path, "--deep", "--json") == 1
+    report = json.loads(capsys.readouterr().out)
+    wrong = [p for p in report["problems"] if p.startswith("wrong sensor")]
+    assert wrong == [f"wrong sensor: {p} is a 320 x 240 recording (W x H; x up to 319, y up to "
+                     "239), cifar10-dvs is 128 x 128: not a file of this dataset's release; "
+                     "replace it with the original" for p in big]
+    assert "2 of another sensor size than 128 x 128" in report["notes"][-1]
+    assert not any("cifar10_cat_1" in p for p in report["problems"])  # the 128 x 128 one is fine
+
+
 def test_verify_missing_root_and_embedded_dataset(tmp_path, capsys):
     assert run("verify", "n-mnist", "--root", tmp_path / "none") == 1
     assert f"root {tmp_path / 'none'} does not exist" in capsys.readouterr().out

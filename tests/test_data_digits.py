@@ -18,6 +18,12 @@ def splits(tmp_path_factory):
     return train, test, cache
 
 
+def test_no_files_are_skipped_and_the_dataset_says_so(splits):
+    # Every dataset create_dataset returns lists its skipped files (the trainer records them).
+    train, test, _ = splits
+    assert train.skipped_files == [] and test.skipped_files == []
+
+
 def test_fixed_stratified_split(splits):
     train, test, _ = splits
     labels = load_digits().target

@@ -73,6 +73,7 @@ def test_imagenet_val_keeps_the_train_class_numbering(tmp_path):
     x, _ = val[0]
     assert x.shape == (3, 32, 32) and torch.equal(val[0][0], x)
     assert train[0][0].shape == (3, 32, 32)
+    assert train.skipped_files == [] == val.skipped_files  # the attribute every dataset has
 
 
 def test_imagenet_bad_layouts_are_explained(tmp_path):

@@ -8,9 +8,9 @@ One concept per module: ``events`` (decoders), ``frames`` (events -> frames), ``
 ``event_datasets`` / ``image_datasets`` / ``digits_dvs`` (the datasets), ``augment`` (frame
 augmentation), ``collate``, ``inspect`` / ``verify`` / ``prepare`` / ``commands`` (CLI).
 """
-from .cache import FrameCache, default_cache_dir
+from .cache import CacheNotWritableError, FrameCache, default_cache_dir
 from .collate import collate_time_major
-from .events import EVENT_DTYPE, CorruptEventFileError, read_events
+from .events import EVENT_DTYPE, CorruptEventFileError, UnreadableEventFileError, read_events
 from .frames import events_to_frames
 from .registry import DatasetInfo, create_dataset, dataset_info, list_datasets
 from .splits import per_class_head_split
@@ -29,4 +29,5 @@ __all__ = [
     "EVENT_DTYPE", "CorruptEventFileError", "DatasetInfo", "EventFrameAugment", "FrameCache",
     "collate_time_major", "create_dataset", "dataset_info", "default_cache_dir",
     "events_to_frames", "list_datasets", "per_class_head_split", "read_events",
+    "CacheNotWritableError", "UnreadableEventFileError",
 ]

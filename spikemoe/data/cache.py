@@ -10,7 +10,9 @@ flushed and fsync'ed, then ``os.replace``'d onto its final name (atomic on POSIX
 A build killed at any point leaves either the complete file or none under the final name,
 plus perhaps a temp file that no reader ever opens; the next build writes the missing entries
 and sweeps stray temp files. An entry that is nevertheless unreadable or of the wrong shape
-(a disk error, a copy gone wrong) is reported, removed and rebuilt, never returned.
+(a disk error, a copy gone wrong) is reported, removed and rebuilt, never returned; one this
+process may not read is rebuilt over. A cache folder that may not be written raises
+``CacheNotWritableError`` naming it and the three ways to point the cache elsewhere.
 
 ``DataLoader`` workers may build entries concurrently: two writers of one entry produce the
 same bytes and the last ``os.replace`` wins.
@@ -28,7 +30,23 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FrameCache", "atomic_write", "default_cache_dir"]
+__all__ = ["CacheNotWritableError", "FrameCache", "atomic_write", "default_cache_dir"]
+
+
+class CacheNotWritableError(PermissionError, ValueError):
+    """The frame cache folder may not be written by this process.
+
+    A ``PermissionError``, and a ``ValueError`` so ``spikemoe`` prints it as one line.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = Path(folder)
+        super().__init__(
+            f"cannot write the frame cache under {self.path}: permission denied. Point the cache "
+            "at a folder you may write (data.cache_dir=DIR in a config, --cache-dir DIR for "
+            "`spikemoe data prepare`, or $SPIKEMOE_CACHE), or fix that folder with "
+            "chmod/ownership. A cache built by another user can be read but not extended."
+        )
 
 
 def default_cache_dir() -> Path:
@@ -74,9 +92,12 @@ class FrameCache:
 
     def _ensure_dir(self) -> None:
         if not (self.dir / "params.json").is_file():
-            self.dir.mkdir(parents=True, exist_ok=True)
             text = json.dumps(self.params, sort_keys=True, indent=1, default=str).encode()
-            atomic_write(self.dir / "params.json", lambda f: f.write(text))
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                atomic_write(self.dir / "params.json", lambda f: f.write(text))
+            except PermissionError as e:
+                raise CacheNotWritableError(self.dir) from e
 
     def path(self, entry: str) -> Path:
         """The final path of ``entry`` (a file-system-safe name, no extension)."""
@@ -91,6 +112,10 @@ class FrameCache:
         try:
             arr = np.load(path, allow_pickle=False)
         except FileNotFoundError:
+            return None
+        except PermissionError:  # not corrupt: rebuilt and replaced (os.replace needs no read)
+            warnings.warn(f"frame cache entry {path} cannot be read (permission denied); "
+                          "rebuilding it", stacklevel=2)
             return None
         except (ValueError, OSError, EOFError) as e:  # truncated / garbled file under a final name
             warnings.warn(f"frame cache entry {path} is unreadable ({e}); rebuilding it",
@@ -115,7 +140,10 @@ class FrameCache:
         if lo >= 0:
             dtype = np.uint8 if hi <= 255 else np.uint16 if hi <= 65535 else np.int64
         arr = np.ascontiguousarray(frames, dtype)
-        atomic_write(self.path(entry), lambda f: np.save(f, arr, allow_pickle=False))
+        try:
+            atomic_write(self.path(entry), lambda f: np.save(f, arr, allow_pickle=False))
+        except PermissionError as e:
+            raise CacheNotWritableError(self.dir) from e
 
     def sweep_temp_files(self, min_age_s: float = 600.0) -> int:
         """Delete temp files left by killed builds; returns how many were removed.

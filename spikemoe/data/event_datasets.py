@@ -12,8 +12,11 @@ and a replaced file is rebuilt.
 
 Bad files: an undecodable file raises ``CorruptEventFileError`` naming it, unless
 ``skip_corrupt=True``: then ``build_cache`` drops it from the index, warns with the count and
-names, and lists it in ``self.skipped``. An empty recording (zero events) gives all-zero frames
-and a warning, never a crash or a shape change.
+names, and lists it in ``self.skipped_files`` as ``(path, reason)`` strings, for the run's
+``summary.json`` and ``train.log``. A file this process may not read
+raises ``UnreadableEventFileError`` even with ``skip_corrupt``: it is not corrupt, and a run
+must not silently train on less data because of a file mode. An empty recording (zero events)
+gives all-zero frames and a warning, never a crash or a shape change.
 """
 from __future__ import annotations
 
@@ -48,7 +51,12 @@ class EventFrameDataset(Dataset):
         size: output ``(H, W)`` or int, None = sensor size (resize on events, ``frames.py``).
         cache_dir: cache root (None: ``$SPIKEMOE_CACHE`` or ``~/.cache/spikemoe``).
         transform: applied to the float frames on every access (train augmentation).
-        skip_corrupt: drop undecodable files at ``build_cache`` instead of raising.
+        skip_corrupt: drop undecodable files at ``build_cache`` instead of raising (never
+            unreadable ones, see the module docstring).
+
+    Attributes:
+        skipped_files: ``[(path, reason), ...]`` as strings, the files ``build_cache`` left out
+            because ``skip_corrupt`` was set; empty when none were (or before ``build_cache``).
     """
 
     def __init__(self, name: str, files: list[Path], labels: list[int], base: Path, *,
@@ -67,7 +75,7 @@ class EventFrameDataset(Dataset):
         self.out_hw = to_hw(size, self.sensor_hw)
         self.transform = transform
         self.skip_corrupt = skip_corrupt
-        self.skipped: list[tuple[Path, str]] = []
+        self.skipped_files: list[tuple[str, str]] = []
         params = {"dataset": name, "frames_version": FRAMES_VERSION, "T": self.T,
                   "integration": integration, "size": list(self.out_hw),
                   "sensor": list(self.sensor_hw)}
@@ -110,6 +118,7 @@ class EventFrameDataset(Dataset):
             ``{"built": n, "cached": n, "skipped": [(path, reason), ...], "cache_dir": path}``.
         Raises:
             CorruptEventFileError: an undecodable file, when ``skip_corrupt`` is False.
+            UnreadableEventFileError: a file this process may not read (always).
         """
         self.cache.sweep_temp_files()
         missing = [i for i, e in enumerate(self._entries) if not self.cache.has(e)]
@@ -124,18 +133,19 @@ class EventFrameDataset(Dataset):
                     raise
                 bad[i] = e.reason
         if bad:
-            self.skipped += [(self.files[i], r) for i, r in bad.items()]
+            self.skipped_files += [(str(self.files[i]), r) for i, r in bad.items()]
             keep = [i for i in range(len(self.files)) if i not in bad]
             self.files = [self.files[i] for i in keep]
             self.labels = [self.labels[i] for i in keep]
             self._entries = [self._entries[i] for i in keep]
-            names = ", ".join(p.name for p, _ in self.skipped[:5])
-            more = ", ..." if len(self.skipped) > 5 else ""
+            names = ", ".join(Path(p).name for p, _ in self.skipped_files[:5])
+            more = ", ..." if len(self.skipped_files) > 5 else ""
             warnings.warn(f"{self.name}: skipped {len(bad)} corrupt file(s) of "
-                          f"{len(keep) + len(bad)} ({names}{more}); see .skipped", stacklevel=2)
+                          f"{len(keep) + len(bad)} ({names}{more}); see .skipped_files",
+                          stacklevel=2)
         n_files = len(self._entries) + len(bad)
         return {"built": len(missing) - len(bad), "cached": n_files - len(missing),
-                "skipped": list(self.skipped), "cache_dir": str(self.cache.dir)}
+                "skipped": list(self.skipped_files), "cache_dir": str(self.cache.dir)}
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         x = torch.from_numpy(self._frames(i).astype(np.float32))  # [T, 2, H, W] counts

@@ -19,7 +19,10 @@ Formats:
              Sensor 128 x 128.
 
 A file that cannot be decoded raises ``CorruptEventFileError`` (a ``ValueError``) naming it; a
-file that decodes to zero events is not corrupt (callers warn and produce all-zero frames).
+file that decodes to zero events is not corrupt (callers warn and produce all-zero frames). A
+file this process may not read (its mode or owner) raises ``UnreadableEventFileError`` (a
+``PermissionError``, and a ``ValueError`` so the CLI prints it as one line): it is not corrupt,
+re-downloading would not help, and ``skip_corrupt`` never drops it.
 """
 from __future__ import annotations
 
@@ -28,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
-    "EVENT_DTYPE", "EVENT_FORMATS", "CorruptEventFileError", "as_events", "read_aedat4",
-    "read_events", "read_gesture_npy", "read_nmnist_bin",
+    "EVENT_DTYPE", "EVENT_FORMATS", "CorruptEventFileError", "UnreadableEventFileError",
+    "as_events", "read_aedat4", "read_events", "read_gesture_npy", "read_nmnist_bin",
 ]
 
 EVENT_DTYPE = np.dtype([("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "u1")])
@@ -48,6 +51,46 @@ class CorruptEventFileError(ValueError):
             "(`spikemoe data verify NAME --root DIR --deep` lists every bad file), or pass "
             "skip_corrupt=True to leave it out of the dataset."
         )
+
+
+class UnreadableEventFileError(PermissionError, ValueError):
+    """An event file exists but this process is not allowed to read it (mode or ownership).
+
+    Not a ``CorruptEventFileError``: the bytes may be fine, so ``skip_corrupt`` does not skip
+    it and the advice is ``chmod`` / ``chown``, not a re-download. A ``PermissionError`` for
+    code that handles OS errors, and a ``ValueError`` so ``spikemoe`` prints it as one line
+    (as ``io.UnsupportedOperation`` is both an ``OSError`` and a ``ValueError``).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.reason = "permission denied"
+        try:
+            is_folder = self.path.is_dir()
+        except OSError:  # its parent may not be searched either
+            is_folder = False
+        if is_folder:  # a folder of the dataset that cannot be listed
+            fix = f"`chmod -R a+rX {self.path}`"
+        else:
+            fix = f"`chmod a+r {self.path}`; for a whole copy: `chmod -R a+rX ROOT`"
+        super().__init__(
+            f"cannot read {self.path}: permission denied; fix with chmod/ownership (`ls -l` "
+            f"shows its mode and owner; {fix}, or `chown` it to the user running spikemoe). "
+            "It is not known to be corrupt, so skip_corrupt does not leave it out."
+        )
+
+
+def _check_readable(path: Path) -> None:
+    """Open ``path`` for reading once (the decoders below open it again themselves).
+
+    Raises:
+        UnreadableEventFileError: the OS refused to open it (``PermissionError``).
+    """
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError as e:
+        raise UnreadableEventFileError(path) from e
 
 
 def as_events(t, x, y, p) -> np.ndarray:
@@ -78,6 +121,7 @@ def read_aedat4(path: str | Path) -> tuple[np.ndarray, tuple[int, int]]:
         ``(events, (H, W))``: ``[N]`` events of ``EVENT_DTYPE``; the sensor size the file declares.
     Raises:
         FileNotFoundError: no such file.
+        UnreadableEventFileError: this process may not read it.
         CorruptEventFileError: not AEDAT 4.0, truncated, garbled, or without an event stream.
     """
     import aedat
@@ -85,6 +129,7 @@ def read_aedat4(path: str | Path) -> tuple[np.ndarray, tuple[int, int]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no event file at {path}")
+    _check_readable(path)
     try:
         decoder = aedat.Decoder(str(path))
         streams = decoder.id_to_stream()
@@ -98,6 +143,8 @@ def read_aedat4(path: str | Path) -> tuple[np.ndarray, tuple[int, int]]:
     except CorruptEventFileError:
         raise
     except Exception as e:  # the Rust decoder raises RuntimeError / OSError with a terse text
+        if isinstance(e, PermissionError) or "os error 13" in str(e):  # EACCES, from Rust's open
+            raise UnreadableEventFileError(path) from e
         raise CorruptEventFileError(path, f"the AEDAT 4.0 decoder failed: {e}") from e
     if not packets:
         return np.empty(0, EVENT_DTYPE), hw
@@ -120,6 +167,7 @@ def read_nmnist_bin(path: str | Path) -> tuple[np.ndarray, tuple[int, int]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no event file at {path}")
+    _check_readable(path)
     size = path.stat().st_size
     if size % 5:
         raise CorruptEventFileError(
@@ -128,7 +176,10 @@ def read_nmnist_bin(path: str | Path) -> tuple[np.ndarray, tuple[int, int]]:
     if size == 0:
         return np.empty(0, EVENT_DTYPE), NMNIST_SENSOR_HW
     dtype = np.dtype([("x", int), ("y", int), ("t", int), ("p", int)])
-    raw = read_mnist_file(str(path), dtype=dtype)
+    try:
+        raw = read_mnist_file(str(path), dtype=dtype)
+    except PermissionError as e:  # its mode changed since the check above
+        raise UnreadableEventFileError(path) from e
     events = as_events(raw["t"], raw["x"], raw["y"], raw["p"])
     _check_coordinates(path, events, NMNIST_SENSOR_HW)
     return events, NMNIST_SENSOR_HW
@@ -139,8 +190,11 @@ def read_gesture_npy(path: str | Path) -> tuple[np.ndarray, tuple[int, int]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no event file at {path}")
+    _check_readable(path)
     try:
         arr = np.load(path, allow_pickle=False)
+    except PermissionError as e:  # its mode changed since the check above
+        raise UnreadableEventFileError(path) from e
     except Exception as e:  # truncated .npy: ValueError / EOFError / OSError
         raise CorruptEventFileError(path, f"numpy cannot load it ({e})") from e
     if arr.ndim != 2 or arr.shape[1] != 4:

@@ -11,13 +11,18 @@ tonic downloaded works as is. ``ROOT`` may also point at the dataset folder itse
 Files are listed sorted by (class, file name) as plain strings: the order the CIFAR10-DVS
 split is defined in (``splits.py``). ``index_files`` raises on anything it cannot place: a
 missing root, no files where the layout says, a class folder (or gesture file) with an unknown
-name. ``verify_layout`` returns every problem instead of raising, for ``spikemoe data verify``.
+name, or a folder under it that this process may not list (``Path.rglob`` would skip it
+silently, and a run would train on fewer files). ``layout_problems`` returns every problem
+instead of raising, for ``spikemoe data verify``.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from .events import UnreadableEventFileError
 
 __all__ = ["EVENT_LAYOUTS", "EventLayout", "download_event_dataset", "index_files",
            "layout_problems", "resolve_base"]
@@ -68,7 +73,21 @@ _USER_DIR = re.compile(r"^user(\d+)_\w+$")
 
 
 def resolve_base(layout: EventLayout, root: str | Path | None) -> Path:
-    """``ROOT/<folder>`` if it exists, else ``ROOT`` itself if it looks like that folder."""
+    """``ROOT/<folder>`` if it exists, else ``ROOT`` itself if it looks like that folder.
+
+    Raises:
+        ValueError: no root given. FileNotFoundError: no such root, or nothing of the layout in
+        it. UnreadableEventFileError: the root (or its dataset folder) may not be listed.
+    """
+    try:
+        return _resolve_base(layout, root)
+    except PermissionError as e:
+        if isinstance(e, UnreadableEventFileError):
+            raise
+        raise UnreadableEventFileError(e.filename or root) from e
+
+
+def _resolve_base(layout: EventLayout, root: str | Path | None) -> Path:
     if root is None:
         raise ValueError(f"{layout.name} needs root=DIR, the folder you downloaded it to. "
                          + layout.help("DIR"))
@@ -92,11 +111,32 @@ def _class_of(layout: EventLayout, path: Path) -> str:
     return path.stem if layout.name == "dvs128-gesture" else path.parent.name
 
 
-def _scan(layout: EventLayout, folder: Path) -> tuple[list[tuple[Path, int]], list[str]]:
-    """All files under ``folder`` with their labels, plus a problem line per unplaceable name."""
+def _files_under(folder: Path, extension: str) -> tuple[list[Path], list[Path]]:
+    """Files named ``*<extension>`` under ``folder``, and the folders that could not be listed.
+
+    ``os.walk`` with an error handler rather than ``Path.rglob``, which skips a folder it may
+    not list without a word.
+    """
+    files, denied = [], []
+
+    def on_error(err: OSError) -> None:
+        if not isinstance(err, PermissionError):
+            raise err
+        denied.append(Path(err.filename))
+
+    for dirpath, _, names in os.walk(folder, onerror=on_error):
+        files += [Path(dirpath) / n for n in names if n.endswith(extension)]
+    return files, sorted(denied)
+
+
+def _scan(layout: EventLayout, folder: Path
+          ) -> tuple[list[tuple[Path, int]], list[str], list[Path]]:
+    """All files under ``folder`` with their labels, a problem line per unplaceable name, and
+    the folders this process may not list."""
     items, problems = [], []
     bad_names: dict[str, Path] = {}
-    for path in folder.rglob(f"*{layout.extension}"):
+    paths, denied = _files_under(folder, layout.extension)
+    for path in paths:
         if ".tmp-" in path.name:
             continue
         cls = _class_of(layout, path)
@@ -116,8 +156,11 @@ def _scan(layout: EventLayout, folder: Path) -> tuple[list[tuple[Path, int]], li
         else:
             what, name, expected = "class folder", key, ", ".join(layout.classes)
         problems.append(f"unknown {what} {name!r} at {path}; expected one of: {expected}")
+    for path in denied:
+        problems.append(f"unreadable folder {path}: permission denied, its files cannot be "
+                        f"listed (fix with chmod/ownership: `chmod -R a+rX {path}`)")
     items.sort(key=lambda it: (it[1], it[0].name, str(it[0])))
-    return items, problems
+    return items, problems, denied
 
 
 def _split_folder(layout: EventLayout, base: Path, split: str) -> Path:
@@ -126,7 +169,11 @@ def _split_folder(layout: EventLayout, base: Path, split: str) -> Path:
     if layout.split_folders is None:
         return base
     folder = base / layout.split_folders[split]
-    if not folder.is_dir():
+    try:
+        found = folder.is_dir()
+    except PermissionError as e:  # base may not be searched: is_dir raises EACCES
+        raise UnreadableEventFileError(base) from e
+    if not found:
         raise FileNotFoundError(f"{layout.name}: no {split} folder {folder}. "
                                 + layout.help(base.parent))
     return folder
@@ -137,12 +184,15 @@ def index_files(name: str, root: str | Path | None, split: str) -> tuple[list[Pa
 
     Raises:
         FileNotFoundError: missing root, split folder, or no files.
+        UnreadableEventFileError: a folder under it that this process may not list.
         ValueError: a class folder or file with an unknown name (the message lists the classes).
     """
     layout = EVENT_LAYOUTS[name]
     base = resolve_base(layout, root)
     folder = _split_folder(layout, base, split)
-    items, problems = _scan(layout, folder)
+    items, problems, denied = _scan(layout, folder)
+    if denied:
+        raise UnreadableEventFileError(denied[0])
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ValueError(f"{name}: {problems[0]}{more}. Rename or remove it. " + layout.help(root))
@@ -169,10 +219,15 @@ def layout_problems(name: str, root: str | Path) -> tuple[list[str], dict[str, l
     splits = layout.split_folders or {"all": ""}
     for split, sub in splits.items():
         folder = base / sub if sub else base
-        if not folder.is_dir():
+        try:
+            found = folder.is_dir()
+        except PermissionError:  # base may not be searched
+            problems.append(str(UnreadableEventFileError(base)))
+            break
+        if not found:
             problems.append(f"missing the {split} folder {folder}")
             continue
-        items, bad = _scan(layout, folder)
+        items, bad, _ = _scan(layout, folder)
         problems += bad
         files[split] = [p for p, _ in items]
         counts = [0] * len(layout.classes)

@@ -65,7 +65,7 @@ def prepare_dataset(name: str, args: argparse.Namespace) -> int:
                             integration=args.integration, cache_dir=args.cache_dir, seed=args.seed,
                             skip_corrupt=args.skip_corrupt, augment=False)
         cache = ds.cache.dir
-        skipped = len(getattr(ds, "skipped", []))
+        skipped = len(getattr(ds, "skipped_files", []))
         note = f", {skipped} corrupt files skipped" if skipped else ""
         print(f"{split}: {len(ds)} samples{note}")
     size_mb = sum(f.stat().st_size for f in Path(cache).iterdir()) / 2**20

@@ -131,6 +131,8 @@ def create_dataset(name: str, split: str, *, root: str | Path | None = None, T: 
         download: let tonic / torchvision download a missing copy (never done otherwise).
     Returns:
         A ``torch.utils.data.Dataset`` of ``(x, y)``; event datasets have their frame cache built.
+        Every one has ``skipped_files: list[tuple[str, str]]``, the ``(path, reason)`` of each
+        file ``skip_corrupt`` left out (always empty for datasets without files to skip).
     Raises:
         ValueError / FileNotFoundError: bad arguments, missing root or wrong layout, with the
         layout expected and the command that fixes it.
@@ -143,7 +145,7 @@ def create_dataset(name: str, split: str, *, root: str | Path | None = None, T: 
             raise ValueError(f"{name} has no augmentation; set data.augment=null, got {augment!r}")
         from .text_corpus import StdlibBytes
 
-        return StdlibBytes(split, seq_len=T, root=root)
+        return _with_skipped_files(StdlibBytes(split, seq_len=T, root=root))
     if info.kind == "images":
         if not (isinstance(augment, bool) or augment is None or callable(augment)):
             raise ValueError(f"augment must be None, True, False or a callable, got {augment!r}")
@@ -154,8 +156,8 @@ def create_dataset(name: str, split: str, *, root: str | Path | None = None, T: 
             raise ValueError(f"{name}: size must be square for image datasets, got {size!r}")
         train_aug = (split == "train") if augment is None else augment is True
         extra = augment if callable(augment) and not isinstance(augment, bool) else None
-        return create_image_dataset(name, split, root, size=out[0], train_aug=train_aug,
-                                    extra=extra, download=download)
+        return _with_skipped_files(create_image_dataset(
+            name, split, root, size=out[0], train_aug=train_aug, extra=extra, download=download))
     if not isinstance(T, int) or T < 1:
         raise ValueError(f"T must be a positive int (frames per sample), got {T!r}")
     if integration not in INTEGRATIONS:
@@ -165,11 +167,18 @@ def create_dataset(name: str, split: str, *, root: str | Path | None = None, T: 
     if name == "digits-dvs":
         from .digits_dvs import DigitsDVS
 
-        return DigitsDVS(split, T=T, integration=integration, size=size, seed=seed,
-                         cache_dir=cache_dir, transform=transform)
+        return _with_skipped_files(DigitsDVS(split, T=T, integration=integration, size=size,
+                                             seed=seed, cache_dir=cache_dir, transform=transform))
     return _create_event_dataset(name, split, root, T=T, size=size, integration=integration,
                                  transform=transform, cache_dir=cache_dir,
                                  skip_corrupt=skip_corrupt, download=download)
+
+
+def _with_skipped_files(ds: Dataset) -> Dataset:
+    """Give ``ds`` an empty ``skipped_files`` unless it has its own (``EventFrameDataset``)."""
+    if not hasattr(ds, "skipped_files"):
+        ds.skipped_files = []
+    return ds
 
 
 def _create_event_dataset(name, split, root, *, T, size, integration, transform, cache_dir,

@@ -2,7 +2,9 @@
 
 Structural checks for every dataset (folders, class names, files per class against the
 published counts, CIFAR checksums); ``deep=True`` also decodes every event file and lists the
-corrupt and the empty ones. Nothing is modified.
+corrupt, the unreadable (permissions) and the empty ones, and every file whose sensor is not
+the dataset's (an AEDAT 4.0 file declares its own size: a 320 x 240 recording in a 128 x 128
+dataset decodes fine, but ``prepare`` and training would reject it). Nothing is modified.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .events import CorruptEventFileError, read_events
+from .events import CorruptEventFileError, UnreadableEventFileError, read_events
 from .layouts import EVENT_LAYOUTS, layout_problems
 from .registry import dataset_info
 
@@ -47,18 +49,37 @@ def _verify_events(report: VerifyReport, root: Path, deep: bool) -> None:
         report.notes.append(f"{split}: {len(paths)} {EVENT_LAYOUTS[report.name].extension} files")
     if not deep:
         return
+    layout = EVENT_LAYOUTS[report.name]
+    sensor_h, sensor_w = layout.sensor_hw
     paths = [p for ps in files.values() for p in ps]
-    empty = 0
+    empty = unreadable = wrong_sensor = 0
     for path in tqdm(paths, desc=f"decoding {report.name}", unit="file"):
         try:
-            events, _ = read_events(path)
+            events, (h, w) = read_events(path)
+        except UnreadableEventFileError:
+            unreadable += 1
+            report.problems.append(f"unreadable: {path}: permission denied (not corrupt; fix "
+                                   f"with chmod/ownership, e.g. `chmod a+r {path}`)")
+            continue
         except CorruptEventFileError as e:
             report.problems.append(f"corrupt: {path}: {e.reason}")
+            continue
+        # The reader checked x, y against the size the file declares: if that is the
+        # dataset's, the coordinates fit the dataset's sensor too.
+        if (h, w) != (sensor_h, sensor_w):
+            wrong_sensor += 1
+            x_max = int(events["x"].max()) if len(events) else None
+            y_max = int(events["y"].max()) if len(events) else None
+            report.problems.append(
+                f"wrong sensor: {path} is a {w} x {h} recording (W x H; x up to {x_max}, y up "
+                f"to {y_max}), {report.name} is {sensor_w} x {sensor_h}: not a file of this "
+                "dataset's release; replace it with the original")
             continue
         if len(events) == 0:
             empty += 1
             report.notes.append(f"empty recording (0 events, all-zero frames): {path}")
-    report.notes.append(f"decoded {len(paths)} files, {empty} empty")
+    report.notes.append(f"decoded {len(paths)} files, {empty} empty, {unreadable} unreadable, "
+                        f"{wrong_sensor} of another sensor size than {sensor_w} x {sensor_h}")
 
 
 def _verify_cifar(report: VerifyReport, root: Path) -> None:

@@ -78,6 +78,12 @@ class HeadwiseSpikingAttention(nn.Module):
             raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
         if not set(per_head) <= {"q", "k", "v"}:
             raise ValueError(f"per_head may only name 'q', 'k', 'v'; got {per_head}")
+        if num_heads < 1 or (head_dim is not None and head_dim < 1):
+            raise ValueError(f"num_heads and head_dim must be >= 1, got num_heads={num_heads}, "
+                             f"head_dim={head_dim}")
+        if num_heads > 1 and not per_head:
+            raise ValueError(f"per_head must name at least one of 'q', 'k', 'v' when there are "
+                             f"{num_heads} heads: with all three shared every head is the same")
         if head_dim is None:
             if dim % num_heads:
                 raise ValueError(

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import math
+import numbers
 from collections.abc import Callable
 
 from torch import nn
@@ -61,10 +63,61 @@ def check_overrides(name: str, defaults: dict, overrides: dict) -> dict:
             hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise ValueError(
             f"{name} has no hyperparameter {', '.join(hints)}. "
-            f"Valid overrides: {', '.join(sorted(defaults))}."
+            f"Valid overrides (model.KEY=VALUE in a config): {', '.join(sorted(defaults))}."
         )
     return {**defaults, **overrides}
 
 
+def is_int(value) -> bool:
+    """True for an integer (Python or NumPy), False for bools, floats and strings."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
+
+def check_int(model: str, key: str, value, minimum: int = 1, what: str = "") -> int:
+    """``value`` as an int, or a ``ValueError`` naming ``model.<key>``, the range and the value.
+
+    Args:
+        model: the registry name, for the message.
+        key: the override key as the user writes it, without ``model.`` (``"expert_dim"``).
+        value: the value found. minimum: the smallest valid value.
+        what: what the value means, in words (``"the width d of each EMSA expert"``).
+    """
+    if not is_int(value) or value < minimum:
+        meaning = f" ({what})" if what else ""
+        raise ValueError(f"{model}: model.{key} must be an integer >= {minimum}{meaning}, got "
+                         f"{value!r}. Set model.{key}=N with N >= {minimum}, or leave it unset "
+                         "for the recipe's value.")
+    return int(value)
+
+
+def check_positive_float(model: str, key: str, value, what: str = "") -> float:
+    """``value`` as a finite float > 0, or a ``ValueError`` naming ``model.<key>``."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) \
+        and math.isfinite(value) and value > 0
+    if not ok:
+        meaning = f" ({what})" if what else ""
+        raise ValueError(f"{model}: model.{key} must be a finite number > 0{meaning}, got "
+                         f"{value!r}. Leave it unset for the recipe's value.")
+    return float(value)
+
+
+def check_bool(model: str, key: str, value) -> bool:
+    """``value`` if it is a bool (YAML true/false), else a ``ValueError`` naming ``model.<key>``."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{model}: model.{key} must be true or false, got {value!r} "
+                         f"({type(value).__name__}). Write model.{key}=true or model.{key}=false.")
+    return value
+
+
+def multiples_near(value: int, step: int) -> list[int]:
+    """The positive multiples of ``step`` nearest ``value`` (one below, one above), for hints."""
+    if value <= step:
+        return [step]
+    below = value // step * step
+    return [value] if below == value else [below, below + step]
+
+
+def divisors(n: int) -> list[int]:
+    """The positive divisors of ``n``, ascending (for hints such as 'num_heads divides D')."""
+    return [d for d in range(1, n + 1) if n % d == 0]
 
