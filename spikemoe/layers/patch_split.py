@@ -55,7 +55,10 @@ class SpikingPatchSplit(nn.Module):
         widths = [in_channels, embed_dim // 8, embed_dim // 4, embed_dim // 2, embed_dim]
         ms = membrane_shortcut
         self.stages = nn.ModuleList(
-            _conv_bn(widths[i], widths[i + 1], pool_before_lif=ms and self.pools[i]) for i in range(4)
+            # MS-SPS pools stages 1-3 after their LIF (spikes) and stage 4 before its LIF: that
+            # stage has no LIF of its own, its pooled membrane is the residual of the RPE branch.
+            _conv_bn(widths[i], widths[i + 1], pool_before_lif=ms and i == 3 and self.pools[i])
+            for i in range(4)
         )
         # Spikformer: a LIF after every stage; spike-driven: none after the last (membrane kept).
         self.lifs = nn.ModuleList(make_lif(backend=backend) for _ in range(3 if ms else 4))
@@ -68,7 +71,7 @@ class SpikingPatchSplit(nn.Module):
             x = stage(x)  # [T, B, C_i, H_i, W_i] -> [T, B, C_i+1, H_i+1, W_i+1]
             if i < len(self.lifs):
                 x = self.lifs[i](x)
-            if self.pools[i] and not self.membrane_shortcut:
+            if self.pools[i] and not (self.membrane_shortcut and i == 3):
                 x = self.pool(x)  # spikes pooled: still binary
         if self.membrane_shortcut:
             return x + self.rpe(self.rpe_lif(x))  # membrane U + BN(Conv(LIF(U)))

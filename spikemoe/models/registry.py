@@ -42,15 +42,24 @@ def get_model_factory(name: str) -> Callable[..., nn.Module]:
         ) from None
 
 
-def create_model(name: str, **overrides) -> nn.Module:
-    """Build the registered model ``name``, with hyperparameter ``overrides``.
+def create_model(name: str, checkpoint=None, **overrides) -> nn.Module:
+    """Build the registered model ``name``, with hyperparameter ``overrides``; with
+    ``checkpoint`` (a path), load its weights: a spikemoe ``.pt`` checkpoint, a ``.safetensors``
+    file, or an official Spikformer / Spike-driven / SpikingJelly checkpoint converted on the fly
+    (``weights_io.load_checkpoint_into``; refused, with the reason, if it is not the same
+    network).
 
     Raises:
-        ValueError: unknown model name, or an override the model does not have (the message
-        lists the valid ones).
+        ValueError: unknown model name, an override the model does not have (the message lists
+            the valid ones), or weights that do not fit.
     """
     factory = get_model_factory(name)
-    return factory(**overrides)
+    model = factory(**overrides)
+    if checkpoint is not None:
+        from .weights_io import load_checkpoint_into  # lazy: keeps the registry import-light
+
+        load_checkpoint_into(model, checkpoint)
+    return model
 
 
 def check_overrides(name: str, defaults: dict, overrides: dict) -> dict:
