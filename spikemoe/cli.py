@@ -15,6 +15,7 @@ import torch
 from .analysis.commands import add_analysis_parsers
 from .data.commands import add_data_parser
 from .engine.commands import add_engine_parsers
+from .kernels.commands import add_backends_parser
 from .models import create_model, list_models
 from .neurons import BackendUnavailableError
 
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_parsers(sub)
     add_analysis_parsers(sub)
     add_data_parser(sub)
+    add_backends_parser(sub)
     return parser
 
 

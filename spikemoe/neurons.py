@@ -16,8 +16,10 @@ Backends (``backend=``):
     torch   SpikingJelly's pure-torch reference (``spikingjelly._ops.lif.reference``), on any
             device: the ground truth the others are checked against.
     triton  SpikingJelly's Triton kernel; needs a CUDA tensor and the ``triton`` package.
-    cupy    this project's own CuPy kernel. Not part of this release: it lands in its own
-            issue, verified on a GPU. Asking for it raises ``BackendUnavailableError``.
+    cupy    this project's own fused kernels (``spikemoe.kernels``, CUDA C compiled by CuPy),
+            on CUDA tensors; needs CuPy (``pip install -e '.[cuda]'``) and a GPU. EMSA and
+            EMSP then also fuse their gates (``Y = R (.) LIF(O)``, ``Y = LIF(G) (.) Z2``).
+            On CPU tensors the same kernels run from their CPU build (g++).
 
 SpikingJelly 2.0 has no per-neuron ``backend=`` argument (its CUDA choice is the
 process-wide ``SJ_LIF_CUDA_IMPLEMENTATION`` variable), so ``triton`` here checks what
@@ -31,13 +33,32 @@ import os
 import torch
 from spikingjelly.activation_based import neuron, surrogate
 
-__all__ = ["BACKENDS", "BackendUnavailableError", "make_lif", "SpikingLIF"]
+from .kernels.errors import BackendUnavailableError
+
+__all__ = ["BACKENDS", "BackendUnavailableError", "FusedLIF", "make_lif", "SpikingLIF",
+           "backend_status"]
 
 BACKENDS = ("auto", "torch", "triton", "cupy")
 
 
-class BackendUnavailableError(RuntimeError):
-    """A LIF backend was asked for that cannot run on this machine or in this release."""
+def _unavailable(backend: str) -> tuple[str, str] | None:
+    """``(why it cannot run here, what to do)``, or None when ``backend`` can run here."""
+    if backend == "triton":
+        if not torch.cuda.is_available():
+            return ("it needs an NVIDIA GPU, and torch.cuda.is_available() is False on this machine",
+                    "Use backend='auto' (torch kernels on CPU) or run on a GPU.")
+        if importlib.util.find_spec("triton") is None:
+            return ("the 'triton' package is not installed",
+                    "Install the CUDA build of torch (it ships triton) or use backend='auto'.")
+    if backend == "cupy":
+        from .kernels.cupy_runtime import cupy_unavailable_reason
+
+        reason = cupy_unavailable_reason()
+        if reason is not None:
+            return (reason, "Install the CUDA extra with `pip install -e '.[cuda]'` on a machine "
+                            "with an NVIDIA GPU, or use backend='auto' (SpikingJelly's Triton "
+                            "kernel on CUDA, torch on CPU).")
+    return None
 
 
 def _check_backend_available(backend: str) -> None:
@@ -47,27 +68,24 @@ def _check_backend_available(backend: str) -> None:
             f"backend must be one of {BACKENDS}, got {backend!r}. "
             "Use 'auto' to let the tensor's device decide (Triton on CUDA, torch on CPU)."
         )
-    if backend == "triton":
-        if not torch.cuda.is_available():
-            raise BackendUnavailableError(
-                "backend='triton' needs an NVIDIA GPU, but torch.cuda.is_available() is False "
-                "on this machine. Use backend='auto' (torch kernels on CPU) or run on a GPU."
-            )
-        if importlib.util.find_spec("triton") is None:
-            raise BackendUnavailableError(
-                "backend='triton' needs the 'triton' package, which is not installed. "
-                "Install the CUDA build of torch (it ships triton) or use backend='auto'."
-            )
-    if backend == "cupy":
-        hint = (
-            "" if importlib.util.find_spec("cupy") is not None
-            else " (CuPy itself is not installed either: pip install 'spikemoe[cuda]')"
-        )
+    missing = _unavailable(backend)
+    if missing is not None:
+        what = {"triton": "SpikingJelly's Triton kernel",
+                "cupy": "spikemoe's fused CUDA kernels"}[backend]
         raise BackendUnavailableError(
-            "backend='cupy' is spikemoe's own CuPy LIF kernel, which is not installed in this "
-            f"release: it lands with its own issue, once a GPU can verify it{hint}. "
-            "Use backend='auto' (SpikingJelly's Triton kernel on CUDA, torch on CPU)."
-        )
+            f"backend={backend!r} ({what}) cannot run here: {missing[0]}. {missing[1]}")
+
+
+def backend_status() -> dict[str, dict[str, object]]:
+    """Every LIF backend: ``{name: {"available": bool, "reason": str | None}}``; ``reason``
+    says in one line why it cannot run here (for ``auto``: what it picks)."""
+    out: dict[str, dict[str, object]] = {}
+    for name in BACKENDS:
+        missing = _unavailable(name)
+        out[name] = {"available": missing is None, "reason": None if missing is None else missing[0]}
+    out["auto"]["reason"] = ("picks SpikingJelly's kernel for the tensor's device: Triton on "
+                             "CUDA, its torch CPU kernel on CPU")
+    return out
 
 
 class SpikingLIF(neuron.LIFNode):
@@ -126,6 +144,68 @@ class SpikingLIF(neuron.LIFNode):
         self._cuda_checked = True
 
 
+class FusedLIF(SpikingLIF):
+    """``SpikingLIF`` running spikemoe's fused kernels (``backend="cupy"``).
+
+    Same module, state and options as ``SpikingLIF``; the multi-step forward and backward
+    run in one kernel each (``spikemoe.kernels.lif.cu``): CuPy's build on CUDA tensors, the
+    CPU build on CPU tensors. ``emsa_gate`` / ``emsp_gate`` fuse this neuron with the SEMM
+    gate product; they run the module's forward pre-hooks and hooks with the neuron's own
+    input and spikes, as a plain call would, so firing-rate monitors still see this neuron.
+    Only SpikingJelly's sigmoid surrogate is implemented (``make_lif`` builds that one).
+    """
+
+    def _config(self):
+        from .kernels.functions import LifConfig
+
+        return LifConfig(tau=float(self.tau), v_threshold=float(self.v_threshold),
+                         v_reset=None if self.v_reset is None else float(self.v_reset),
+                         decay_input=bool(self.decay_input), detach_reset=bool(self.detach_reset),
+                         alpha=float(self.surrogate_function.alpha))
+
+    def _v0(self, x_seq: torch.Tensor) -> torch.Tensor:
+        # [T, ...] -> the membrane at t = -1, [...] (v_reset, or what the last call left)
+        return self.materialize_states((x_seq,), tuple(self._memories.values()), "m")[0]
+
+    def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
+        from .kernels.functions import lif_multistep
+
+        spikes, v = lif_multistep(x_seq, self._v0(x_seq), self._config())
+        self._memories["v"] = v
+        return spikes
+
+    def _hooked(self, x: torch.Tensor, run):
+        """Run ``run(want_spikes) -> (out, spikes, v)`` between this module's hooks."""
+        for key, hook in self._forward_pre_hooks.items():
+            if key in self._forward_pre_hooks_with_kwargs:
+                hook(self, (x,), {})
+            else:
+                hook(self, (x,))
+        out, spikes, v = run(bool(self._forward_hooks))
+        self._memories["v"] = v
+        for key, hook in self._forward_hooks.items():
+            if key in self._forward_hooks_with_kwargs:
+                hook(self, (x,), {}, spikes)
+            else:
+                hook(self, (x,), spikes)
+        return out, spikes
+
+    def emsa_gate(self, o: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """``Y = R (.) LIF(O)``, fused: ``o [T, ..., d]``, router spikes ``r [T, ...]``."""
+        from .kernels.functions import emsa_gate
+
+        cfg = self._config()
+        y, _ = self._hooked(o, lambda want: emsa_gate(o, r, self._v0(o), cfg, return_spikes=want))
+        return y
+
+    def emsp_gate(self, g: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``Y = LIF(G_pre) (.) Z2``, fused; returns ``(Y, G)`` (G for router statistics)."""
+        from .kernels.functions import emsp_gate
+
+        cfg = self._config()
+        return self._hooked(g, lambda want: emsp_gate(g, z, self._v0(g), cfg, return_spikes=True))
+
+
 def make_lif(
     tau: float = 2.0,
     v_threshold: float = 1.0,
@@ -163,7 +243,7 @@ def make_lif(
     if not float(v_threshold) > (0.0 if v_reset is None else float(v_reset)):
         raise ValueError(f"v_threshold ({v_threshold}) must lie above v_reset ({v_reset}).")
     _check_backend_available(backend)
-    return SpikingLIF(
+    return (FusedLIF if backend == "cupy" else SpikingLIF)(
         tau=tau,
         v_threshold=float(v_threshold),
         v_reset=None if v_reset is None else float(v_reset),

@@ -38,12 +38,14 @@ def _private_cache(tmp_path_factory):
         return sorted(str(p) for p in user_cache.rglob("*")) if user_cache.is_dir() else []
 
     before = listing()
-    old = os.environ.get("SPIKEMOE_CACHE")
+    saved = {k: os.environ.get(k) for k in ("SPIKEMOE_CACHE", "SPIKEMOE_KERNEL_CACHE")}
     os.environ["SPIKEMOE_CACHE"] = str(tmp_path_factory.mktemp("spikemoe-cache"))
+    os.environ["SPIKEMOE_KERNEL_CACHE"] = str(tmp_path_factory.mktemp("spikemoe-kernels"))
     yield
-    if old is None:
-        os.environ.pop("SPIKEMOE_CACHE", None)
-    else:
-        os.environ["SPIKEMOE_CACHE"] = old
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     written = sorted(set(listing()) - set(before))
     assert not written, f"tests wrote to the user's cache {user_cache}: {written[:5]}"

@@ -138,3 +138,106 @@ def test_emsp_default_width_matches_a_ratio_four_mlp():
     for C in (256, 384, 512, 768):
         h = default_emsp_hidden(C)
         assert abs(1.5 * h * C - 8 * C * C) / (8 * C * C) < 0.002
+
+
+def test_emsa_validates_per_expert_under_its_own_name():
+    with pytest.raises(ValueError, match="per_expert may only name.*got \\('q', 'x'\\)"):
+        EMSA(dim=16, per_expert=("q", "x"))
+    with pytest.raises(ValueError, match="per_expert must name at least one"):
+        EMSA(dim=16, per_expert=())
+    assert EMSA(dim=16, per_expert="k").widths == [4, 16, 4]  # one name is a 1-tuple
+
+
+@pytest.fixture
+def cupy_on_cpu(monkeypatch, tmp_path_factory):
+    """backend='cupy' built without CuPy: on CPU tensors the fused kernels run from their
+    CPU build (the same CUDA source through a shim), compiled into a temporary folder."""
+    from spikemoe import neurons
+    from spikemoe.kernels import build_util
+    from spikemoe.kernels.cpu_build import load_cpu_kernels
+
+    if build_util.find_compiler("g++") is None:
+        pytest.skip("needs g++ to build the kernels for the CPU")
+    monkeypatch.setenv("SPIKEMOE_KERNEL_CACHE", str(tmp_path_factory.mktemp("kernels")))
+    load_cpu_kernels()
+    monkeypatch.setattr(neurons, "_unavailable", lambda backend: None)
+
+
+def _twin_runs(make, x, fire, call):
+    """Build a torch-backend and a cupy-backend module with the same weights, run both on x
+    and back-propagate; returns per backend (output, metrics, x.grad, param grads, hooked)."""
+    runs = []
+    for backend in ("torch", "cupy"):
+        torch.manual_seed(0)
+        m = make(backend)
+        assert m.fused_gate == (backend == "cupy")
+        fire(m)
+        seen = {}
+        neuron_ = m.attn_lif if hasattr(m, "attn_lif") else m.gate_lif
+        neuron_.register_forward_hook(
+            lambda mod, a, out, seen=seen: seen.__setitem__("s", out.detach()))
+        xi = x.clone().requires_grad_(True)
+        out, metrics = call(m, xi)
+        (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
+        runs.append((out, metrics, xi.grad, {n: p.grad for n, p in m.named_parameters()},
+                     seen["s"]))
+    return runs
+
+
+def test_fused_emsa_gate_equals_unfused(cupy_on_cpu):
+    def fire(m):
+        with torch.no_grad():
+            m.qkv.bn.bias.fill_(1.5)  # experts fire (fresh init fires ~3%)
+            m.router.gate.bn.bias.fill_(1.0)  # and the router routes about half the tokens
+    x = (torch.rand(4, 2, 9, 32, generator=torch.Generator().manual_seed(1)) < 0.5).float() * 2
+    ref, fused = _twin_runs(lambda b: EMSA(dim=32, num_experts=4, backend=b), x, fire,
+                            lambda m, xi: m(xi))
+    assert fused[0].sum() > 0 and 0 < ref[1]["expert_rate"].mean() < 1
+    torch.testing.assert_close(fused[0], ref[0], atol=0, rtol=0)  # spikes: identical
+    for k in ref[1]:
+        torch.testing.assert_close(fused[1][k], ref[1][k])
+    torch.testing.assert_close(fused[2], ref[2], atol=1e-5, rtol=1e-5)
+    for name, g in ref[3].items():
+        torch.testing.assert_close(fused[3][name], g, atol=1e-5, rtol=1e-5, msg=name)
+    torch.testing.assert_close(fused[4], ref[4])  # hooks on attn_lif see its own spikes
+
+
+def test_fused_emsp_gate_equals_unfused(cupy_on_cpu):
+    def fire(m):
+        with torch.no_grad():
+            m.gate[1].bias.fill_(1.0)
+    x = (torch.rand(3, 2, 6, 12, generator=torch.Generator().manual_seed(2)) < 0.5).float() * 3
+    ref, fused = _twin_runs(lambda b: EMSP(dim=12, backend=b), x, fire,
+                            lambda m, xi: m(xi, grid=(2, 3)))
+    assert fused[4].sum() > 0  # the gate fires
+    torch.testing.assert_close(fused[0], ref[0], atol=0, rtol=0)
+    for k in ref[1]:
+        torch.testing.assert_close(fused[1][k], ref[1][k])
+    torch.testing.assert_close(fused[2], ref[2], atol=1e-5, rtol=1e-5)
+    for name, g in ref[3].items():
+        torch.testing.assert_close(fused[3][name], g, atol=1e-5, rtol=1e-5, msg=name)
+    torch.testing.assert_close(fused[4], ref[4])  # hooks on gate_lif: G, expert axis 2
+
+
+@pytest.mark.parametrize("name", ["test_spikformer_semm", "test_spike_driven_semm"])
+def test_models_on_the_cupy_backend_equal_the_default_backend(cupy_on_cpu, name):
+    # Every LIF fused, EMSA/EMSP gates fused where they apply: same logits, same gradients.
+    import spikemoe
+    from spikemoe.neurons import FusedLIF
+
+    results = []
+    for backend in ("auto", "cupy"):
+        torch.manual_seed(0)
+        model = spikemoe.create_model(name, backend=backend)
+        fused = [m for m in model.modules() if isinstance(m, FusedLIF)]
+        assert bool(fused) == (backend == "cupy")
+        x = torch.rand(2, *model.input_shape[1:], generator=torch.Generator().manual_seed(3))
+        out = model(x)
+        out.logits.sum().backward()
+        results.append((out.logits.detach(), [p.grad for p in model.parameters()]))
+    torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-5)
+    for g_fused, g_ref in zip(results[1][1], results[0][1]):
+        if g_ref is None:
+            assert g_fused is None
+        else:
+            torch.testing.assert_close(g_fused, g_ref, atol=1e-5, rtol=1e-4)

@@ -28,8 +28,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import torch
+
 from ..layers.attention import HeadwiseSpikingAttention
+from ..layers.kernels import ssa_scores_times_values
 from .router import SpikingRouter
+
+_PROJECTIONS = ("q", "k", "v")
 
 
 class EMSA(HeadwiseSpikingAttention):
@@ -44,7 +49,10 @@ class EMSA(HeadwiseSpikingAttention):
         kernel: "ssa" (Spikformer experts) or "sdsa" (Spike-driven experts).
         scale: SSA scale s.
         membrane_shortcut: Spike-driven residual style (see ``layers.attention``).
-        backend: LIF backend.
+        backend: LIF backend. With ``"cupy"`` and SSA experts the expert neuron and the
+            router mask run as one fused kernel, ``Y = R (.) LIF_0.5(O)`` (same values and
+            gradients; the product is never stored for the backward). SDSA experts apply
+            their LIF before the product with Q, so they keep the unfused path.
 
     Forward: ``x [T, B, N, C]`` -> ``(out [T, B, N, C], router statistics)``.
     """
@@ -52,6 +60,21 @@ class EMSA(HeadwiseSpikingAttention):
     def __init__(self, dim: int, num_experts: int = 4, expert_dim: int | None = None,
                  per_expert: Iterable[str] = ("q",), kernel: str = "ssa", scale: float = 0.125,
                  membrane_shortcut: bool = False, backend: str = "auto") -> None:
+        if isinstance(per_expert, str):
+            per_expert = (per_expert,)  # "q" means ("q",), not ("q",) spelt letter by letter
+        per_expert = tuple(per_expert)
+        if not set(per_expert) <= set(_PROJECTIONS):
+            raise ValueError(
+                f"per_expert may only name {_PROJECTIONS} (the projections with weights per "
+                f"expert), got {per_expert}. The default ('q',) gives per-expert queries and "
+                "shared K and V."
+            )
+        if num_experts > 1 and not per_expert:
+            raise ValueError(
+                f"per_expert must name at least one of {_PROJECTIONS} with {num_experts} "
+                "experts: with Q, K and V all shared every expert computes the same output. "
+                "Use the default ('q',)."
+            )
         if expert_dim is None:
             if dim % num_experts:
                 raise ValueError(
@@ -64,3 +87,22 @@ class EMSA(HeadwiseSpikingAttention):
             router=SpikingRouter(dim, num_experts, backend=backend), backend=backend,
         )
         self.num_experts = num_experts
+        self.fused_gate = backend == "cupy" and kernel == "ssa"
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None):
+        if not self.fused_gate:
+            return super().forward(x, grid)
+        # HeadwiseSpikingAttention.forward's SSA path with its last two steps fused:
+        # attn_lif and the router mask are one kernel (FusedLIF.emsa_gate).
+        T, B, N, _ = x.shape
+        s = self.in_lif(x) if self.in_lif is not None else x  # spikes [T, B, N, C]
+        qkv = self.qkv_lif(self.qkv(s))  # [T, B, N, wq + wk + wv]
+        q, k, v = (self._split_heads(t) for t in qkv.split(self.widths, dim=-1))
+        o = ssa_scores_times_values(q, k, v, self.scale)  # [T*B, H, N, d]
+        o = o.transpose(1, 2).reshape(T, B, N, self.num_heads, self.head_dim)
+        r, metrics = self.router(s)  # [T, B, N, H]
+        y = self.attn_lif.emsa_gate(o, r)  # Y_h = R_h (.) LIF_0.5(O_h): [T, B, N, H, d]
+        y = self.proj(y.reshape(T, B, N, self.num_heads * self.head_dim))  # [T, B, N, C]
+        if self.proj_lif is not None:
+            y = self.proj_lif(y)
+        return y, metrics

@@ -40,7 +40,9 @@ class EMSP(nn.Module):
         dim: token width C.
         hidden: h, even; default ``default_emsp_hidden(dim)``.
         membrane_shortcut: Spike-driven residual style.
-        backend: LIF backend.
+        backend: LIF backend. With ``"cupy"`` the gate neuron and the product run as one
+            fused kernel, ``Y = LIF(G_pre) (.) Z2`` (same values and gradients; autograd keeps
+            the kernel's float32 membrane and Z2, not G).
 
     Forward: ``x [T, B, N, C]``, ``grid (H, W)`` with ``H * W == N`` ->
     ``(out [T, B, N, C], router statistics of G)``.
@@ -64,6 +66,7 @@ class EMSP(nn.Module):
         self.gate_lif = mark_router_neuron(make_lif(backend=backend), expert_axis=2)
         self.fc2 = TokenLinearBN(half, dim)
         self.fc2_lif = None if membrane_shortcut else make_lif(backend=backend)
+        self.fused_gate = backend == "cupy"
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]):
         T, B, N, _ = x.shape
@@ -74,9 +77,17 @@ class EMSP(nn.Module):
             x = self.in_lif(x)
         z1, z2 = self.fc1_lif(self.fc1(x)).chunk(2, dim=-1)  # [T, B, N, h] -> 2 x [T, B, N, h/2]
         z1 = z1.transpose(2, 3).reshape(T, B, -1, h, w)  # [T, B, N, h/2] -> [T, B, h/2, H, W]
-        g = self.gate_lif(self.gate(z1))  # [T, B, h/2, H, W]
-        g = g.flatten(3).transpose(2, 3)  # -> [T, B, N, h/2]
-        y = self.fc2(g * z2)  # Y = G (.) Z2 -> [T, B, N, C]
+        if self.fused_gate:
+            # One kernel: G = LIF(G_pre), Y = G (.) Z2, in the gate's layout so that the gate
+            # neuron's spikes keep their expert axis (2) for measurement.
+            z2 = z2.transpose(2, 3).reshape(T, B, -1, h, w)  # [T, B, N, h/2] -> [T, B, h/2, H, W]
+            y, g = self.gate_lif.emsp_gate(self.gate(z1), z2)  # 2 x [T, B, h/2, H, W]
+            g = g.flatten(3).transpose(2, 3)  # -> [T, B, N, h/2]
+            y = self.fc2(y.flatten(3).transpose(2, 3))  # [T, B, N, h/2] -> [T, B, N, C]
+        else:
+            g = self.gate_lif(self.gate(z1))  # [T, B, h/2, H, W]
+            g = g.flatten(3).transpose(2, 3)  # -> [T, B, N, h/2]
+            y = self.fc2(g * z2)  # Y = G (.) Z2 -> [T, B, N, C]
         if self.fc2_lif is not None:
             y = self.fc2_lif(y)
         return y, router_statistics(g)
