@@ -1,4 +1,5 @@
-"""Command line: ``spikemoe models | data ... | train ... | evaluate ... | profile ...``.
+"""Command line: ``spikemoe models | data ... | train ... | evaluate ... | profile ... |
+report ... | backends ... | convert ...``.
 
 Each command family lives beside the code it drives and adds its own sub-parser here;
 this file only assembles them and turns user errors into one readable paragraph.
@@ -17,6 +18,7 @@ from .data.commands import add_data_parser
 from .engine.commands import add_engine_parsers
 from .kernels.commands import add_backends_parser
 from .models import create_model, list_models
+from .models.convert_command import add_convert_parser
 from .neurons import BackendUnavailableError
 
 
@@ -63,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_analysis_parsers(sub)
     add_data_parser(sub)
     add_backends_parser(sub)
+    add_convert_parser(sub)
     return parser
 
 
@@ -70,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, BackendUnavailableError) as e:
+    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError,
+            NotADirectoryError, BackendUnavailableError) as e:
         # User errors carry their own what/why/what-to-do message: no traceback wall
         # (SPIKEMOE_TRACEBACK=1 shows it).
         if os.environ.get("SPIKEMOE_TRACEBACK"):
