@@ -39,7 +39,8 @@ def test_surprise_and_gate_match_hand_arithmetic():
     assert static_surprise(dx).tolist() == [[2.0, 8.0]]
     # D_ch = ||dx - dx_hat||^2 / d = [(1 + 0)/2, 0] = [0.5, 0]
     assert change_surprise(dx, dx_hat).tolist() == [[0.5, 0.0]]
-    out = SurpriseGate()(dx, dx_hat)  # o_ce = 1.025, m_cu = 1.1, betas 1
+    const = dict(beta_schedule="constant", beta_ce_start=1.0, beta_cu_start=1.0)
+    out = SurpriseGate(**const)(dx, dx_hat)  # o_ce = 1.025, m_cu = 1.1, betas 1
     log_o = math.log(1.025)  # 0.0246926
     # CE = D_st - (D_ch - log o_ce) = [2 - 0.5 + 0.0247, 8 - 0 + 0.0247] = [1.5247, 8.0247]
     ce = [2 - (0.5 - log_o), 8 - (0 - log_o)]
@@ -52,9 +53,13 @@ def test_surprise_and_gate_match_hand_arithmetic():
     torch.testing.assert_close(out.g, torch.tensor([g]))
     assert abs(g[0] - 0.9017) < 1e-4
     # betas scale CE and CU inside the sigmoids: b_ce = 2 gives s(2 CE)
-    g2 = SurpriseGate(beta_ce=2.0, beta_cu=0.5)(dx, dx_hat).g[0, 0].item()
+    g2 = SurpriseGate(beta_schedule="constant", beta_ce_start=2.0, beta_cu_start=0.5)(
+        dx, dx_hat).g[0, 0].item()
     a, b = _sigmoid(2 * ce[0]), _sigmoid(0.5 * cu[0])
     assert g2 == pytest.approx(a + b - a * b, abs=1e-6)
+    # the CE-only gate of the reference since 027d970: g = s(b_ce CE)
+    g3 = SurpriseGate(**const, gate_mode="ce")(dx, dx_hat).g
+    torch.testing.assert_close(g3, torch.tensor([[_sigmoid(c) for c in ce]]))
 
 
 def test_moving_average_is_causal_windowed_and_detached():
@@ -89,7 +94,10 @@ def test_topk_is_per_sequence_in_time_order():
     assert idx.tolist() == [[0, 2, 4], [1, 2, 5]] and valid.all()
     assert topk_mask(scores[:, :5], 0.5).sum(1).tolist() == [2, 2]  # floor(2.5) = 2
     assert topk_mask(torch.ones(1, 4), 0.5).tolist() == [[True, True, False, False]]  # ties: earlier
-    assert not topk_mask(scores[:, :1], 0.5).any()  # floor(0.5) = 0: nothing runs
+    # one token: floor(0.5) = 0, the reference's max(1, .) keeps it; the bare floor runs none
+    assert topk_mask(scores[:, :1], 0.5).tolist() == [[True], [True]]
+    assert not topk_mask(scores[:, :1], 0.5, min_one=False).any()
+    assert topk_mask(scores[:, :3], 0.0).sum(1).tolist() == [1, 1]  # max(1, 0) = 1
     with pytest.raises(ValueError, match="gamma must be in"):
         topk_mask(scores, 1.5)
 

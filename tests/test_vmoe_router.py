@@ -21,12 +21,21 @@ def test_capacity_is_ceil_of_skc_over_e_rounded_up_to_a_multiple_of_4(S, k, E, C
     assert capacity_per_group(S, k, E, C) == expected
 
 
-def test_capacity_is_exact_where_floats_are_not():
-    # 50*2*1.1/2 = 55.00000000000001 in floats; the capacity is 55, not 56
-    assert 50 * 2 * 1.1 / 2 > 55
-    assert capacity_per_group(50, 2, 2, 1.1, multiple_of=1) == 55
+def test_capacity_rounds_as_vmoe_float_error_included_or_by_decimals():
+    # vmoe's compute_capacity: ceil((S k) C / E) in floats. 200 * 1.1 / 5 = 44.00000000000001
+    # -> ceil 45 -> next multiple of 4: 48 (vmoe's value); rounded to 9 decimals: 44 -> 44
+    assert 200 * 1.1 / 5 > 44
+    assert capacity_per_group(100, 2, 5, 1.1) == 48
+    assert capacity_per_group(100, 2, 5, 1.1, rounding="decimal") == 44
+    # 50*2*1.1/2 = 55.00000000000001: vmoe 56, by decimals 55 (no multiple-of-4 padding)
+    assert capacity_per_group(50, 2, 2, 1.1, multiple_of=1) == 56
+    assert capacity_per_group(50, 2, 2, 1.1, multiple_of=1, rounding="decimal") == 55
+    router = NoisyTopKRouter(4, 5, 2, capacity_factor_eval=1.1).eval()
+    assert router.capacity(100) == 48
     with pytest.raises(ValueError, match="capacity_factor must be > 0"):
         capacity_per_group(16, 2, 8, 0.0)
+    with pytest.raises(ValueError, match="rounding must be one of"):
+        capacity_per_group(16, 2, 8, 1.0, rounding="up")
 
 
 def test_training_and_evaluation_capacity_factors_are_separate():

@@ -7,10 +7,12 @@ Routed layer l, training (teacher; every token runs the block once to be judged)
     y      = Block_l(x)                      dx_t = y_t - x_t          (the actual residual)
     dx_hat_t = TPN(RMSNorm(y_{t-1})),  dx_hat_1 = 0      (transition network: SwiGLU ~ d/16,
                                                           from the previous token's output)
-    L_TPN  = MSE(dx_hat, stopgrad(dx))                                          weight 0.05
+    L_TPN  = MSE(dx_hat, stopgrad(dx))  (its KL with change_surprise="kl")      weight 0.05
     g      = SurpriseGate(dx, dx_hat)        (moe/surprise.py)
-    S      = top-k of g per sequence (k = floor(gamma N), gamma = 0.5) or g >= 0.75
-             (+ mean-g regulariser, weight 0.001)
+    S      = top-k of g per sequence (k = max(1, floor(gamma N)), gamma = 0.5) or g >= 0.75
+    L_g    = mean(g)                         weight 0.001, in BOTH selection modes, as the
+             reference (fredericowieser/Dynamic-Transformers b401af0 src/models/stt/model.py
+             adds stt_g_reg_loss whenever it trains; ``gate_reg_always=False``: threshold only)
     x_t   <- x_t + g_t (Block_l(x_S)_t - x_t)   for t in S (second pass: attention among S)
 
 Inference (``eval_selection="router"``): the causal router ``TimescaleRouter``
@@ -25,12 +27,14 @@ its dense teacher pass.
 For event data the tokens are FRAMES (``causal_sequence.py``), so STT decides per frame
 whether a routed layer computes.
 
-aux_loss = 0.05 mean_l L_TPN + 0.01 mean_l L_router (+ 0.001 mean_l mean(g) for threshold);
+The gate's betas follow the reference's linear ramp 0.1 -> 100 (``moe/surprise.py``).
+
+aux_loss = 0.05 mean_l L_TPN + 0.01 mean_l L_router + 0.001 mean_l mean(g);
 metrics per routed layer i: ``layers.i.mask`` (``[B, N]`` bool, the tokens that ran; the
 trainer's sums skip tables; ``forward(x, select=...)`` replays it), ``layers.i.selected``;
 with a teacher pass also
 ``layers.i.teacher_selected``, ``layers.i.router_agreement``, ``layers.i.gate_mean``,
-``layers.i.tpn_loss``.
+``layers.i.gate_extreme``, ``layers.i.beta_ce``, ``layers.i.tpn_loss``.
 """
 from __future__ import annotations
 
@@ -39,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers.causal_transformer import DecoderBlock, RMSNorm, SwiGLU
-from ..moe.surprise import SurpriseGate
+from ..moe.surprise import GaussianHead, SurpriseGate, kl_change_surprise
 from ..moe.token_selection import (
     TimescaleRouter,
     gate_regulariser,
@@ -51,7 +55,7 @@ from ..moe.token_selection import (
 )
 from .causal_sequence import DIGITS, LM_SMALL, TEST, CausalSequenceModel, StreamState
 from .registry import check_overrides, register_model
-from .subjective_depth import _check_choices
+from .subjective_depth import GATE, GATE_KEYS, _check_choices, gate_metrics
 
 __all__ = ["SubjectiveTimescaleTransformer", "TimescaleLayer"]
 
@@ -66,6 +70,8 @@ class TimescaleLayer(nn.Module):
         self.tpn_norm = RMSNorm(dim, eps=1e-6)
         self.tpn = SwiGLU(dim, tpn_hidden)
         self.gate = SurpriseGate(**gate)
+        # change_surprise="kl": the TPN predicts a mean and a log-variance (reference 208d363)
+        self.tpn_head = GaussianHead(dim) if self.gate.change_surprise == "kl" else None
         self.router = TimescaleRouter(dim)
 
     def teacher(self, x: torch.Tensor, positions: torch.Tensor):
@@ -73,8 +79,16 @@ class TimescaleLayer(nn.Module):
         y = self.block(x, positions)
         dx = y - x
         # dx_hat_t from the previous token's output at this layer; dx_hat_1 = 0
-        dx_hat = torch.cat([torch.zeros_like(y[:, :1]), self.tpn(self.tpn_norm(y[:, :-1]))],
-                           dim=1)  # [B, 1, D] + [B, N - 1, D] -> [B, N, D]
+        pred = self.tpn(self.tpn_norm(y[:, :-1]))  # [B, N - 1, D], from y_{t-1}
+        zero = torch.zeros_like(y[:, :1])
+        if self.tpn_head is not None:  # KL: mean and log-variance, (0, 0) for the first token
+            mu, log_var = self.tpn_head(pred)
+            dx_hat = torch.cat([zero, mu], dim=1)  # [B, N, D]
+            log_var = torch.cat([zero, log_var], dim=1)
+            loss = kl_change_surprise(dx.detach(), dx_hat, log_var,
+                                      self.gate.posterior_variance_c).mean()
+            return self.gate(dx, dx_hat, log_var=log_var), loss
+        dx_hat = torch.cat([zero, pred], dim=1)  # [B, 1, D] + [B, N - 1, D] -> [B, N, D]
         return self.gate(dx, dx_hat), F.mse_loss(dx_hat, dx.detach())
 
 
@@ -82,13 +96,16 @@ class SubjectiveTimescaleTransformer(CausalSequenceModel):
     """STT (module docstring): ``depth`` blocks, the odd ones (1, 3, ...) routed.
 
     Args: as ``SubjectiveDepthTransformer`` (``tpn_hidden``/``tpn_weight`` in place of the
-    prior's), see ``models/subjective_depth.py``.
+    prior's; no ``router_input``: the router reads the layer's input ``[x_t, x_{t-1}]``, as
+    the reference), see ``models/subjective_depth.py``; and ``gate_reg_always``: the mean-g
+    regulariser in both selection modes (True, reference) or with threshold only.
     """
 
     def __init__(self, *, depth: int, gamma: float, selection: str, threshold: float,
-                 eval_selection: str, tpn_hidden: int | None, beta_ce: float, beta_cu: float,
-                 o_ce_init: float, m_cu_init: float, ma_window: int, tpn_weight: float,
+                 eval_selection: str, tpn_hidden: int | None, ma_window: int,
+                 topk_min_one: bool, gate_reg_always: bool, tpn_weight: float,
                  router_weight: float, gate_reg_weight: float, **base) -> None:
+        gate = {key: base.pop(key) for key in GATE_KEYS}
         super().__init__(**base)
         if depth < 2 or depth % 2:
             raise ValueError(f"{self.name}: every other layer is routed, so depth must be even "
@@ -98,8 +115,8 @@ class SubjectiveTimescaleTransformer(CausalSequenceModel):
         self.threshold, self.eval_selection = float(threshold), eval_selection
         self.tpn_weight, self.router_weight = float(tpn_weight), float(router_weight)
         self.gate_reg_weight = float(gate_reg_weight)
-        gate = dict(beta_ce=beta_ce, beta_cu=beta_cu, o_ce_init=o_ce_init, m_cu_init=m_cu_init,
-                    window=ma_window)
+        self.topk_min_one, self.gate_reg_always = bool(topk_min_one), bool(gate_reg_always)
+        gate["window"] = ma_window
         hidden = tpn_hidden or max(1, self.dim // 16)
         self.layers = nn.ModuleList(
             TimescaleLayer(self.dim, self.num_heads, self.mlp_hidden, hidden, self.rope_base,
@@ -122,23 +139,23 @@ class SubjectiveTimescaleTransformer(CausalSequenceModel):
             if self.training or self.eval_selection == "teacher":
                 gate, tpn_loss = layer.teacher(h, positions)
                 g = gate.g
-                teacher = (topk_mask(g, self.gamma) if self.selection == "topk"
+                teacher = (topk_mask(g, self.gamma, self.topk_min_one) if self.selection == "topk"
                            else threshold_mask(g, self.threshold))
                 mask = teacher
                 tpn.append(tpn_loss)
                 routing.append(router_loss(logits, teacher))
-                if self.selection == "threshold":
+                if self.gate_reg_always or self.selection == "threshold":
                     reg.append(gate_regulariser(g))
                 metrics.update({
                     f"layers.{i}.teacher_selected": teacher.float().mean(),
                     f"layers.{i}.router_agreement": router_agreement(logits, teacher),
-                    f"layers.{i}.gate_mean": g.detach().mean(),
+                    **gate_metrics(i, g, layer.gate),
                     f"layers.{i}.tpn_loss": tpn_loss.detach(),
                 })
             elif self.eval_selection == "router":
                 mask = logits > 0
             else:
-                mask = topk_mask(logits, self.gamma)
+                mask = topk_mask(logits, self.gamma, self.topk_min_one)
             if replay:
                 mask = select[i].to(torch.bool)
             h = run_selected(layer.block, h, positions, mask, g)
@@ -170,10 +187,11 @@ class SubjectiveTimescaleTransformer(CausalSequenceModel):
         return h
 
 
-# The paper's routing choices (papers.md section 5), as SDT's; TPN loss weight 0.05.
-_FAMILY = dict(gamma=0.5, selection="topk", threshold=0.75, eval_selection="router",
-               tpn_hidden=None, beta_ce=1.0, beta_cu=1.0, o_ce_init=1.025, m_cu_init=1.1,
-               ma_window=100, tpn_weight=0.05, router_weight=0.01, gate_reg_weight=0.001)
+# The paper's routing choices (papers.md section 5), as SDT's (the gate and its beta ramp:
+# subjective_depth.GATE); TPN loss weight 0.05; the mean-g regulariser always on (reference).
+_FAMILY = dict(GATE, gamma=0.5, selection="topk", threshold=0.75, eval_selection="router",
+               tpn_hidden=None, gate_reg_always=True, tpn_weight=0.05, router_weight=0.01,
+               gate_reg_weight=0.001)
 
 
 def _build(name: str, size: dict, overrides: dict) -> SubjectiveTimescaleTransformer:

@@ -6,18 +6,34 @@
     Z0  = [cls; PatchEmbed(X)] + pos      conv p x p, stride p; patches in raster order [B, 1+N, D]
     Z'l = Z(l-1) + MHSA(LN(Z(l-1)))       pre-norm blocks, l = 1..L
     Zl  = Z'l + MLP(LN(Z'l))              MLP, or V-MoE's MoE of MLPs in the MoE blocks
-    logits = Head(LN(ZL)[:, 0])           the class token (pool="cls"), or the mean of the
+    z      = LN(ZL)[:, 0]                 the class token (pool="cls"), or the mean of the
                                           patch tokens (pool="mean")
+    z      = tanh(W_pre z + b_pre)        the pre-logits layer, if ``representation_size``
+    logits = Head(z)
 
 Pooling: the class token by default, as ViT and V-MoE (vmoe's ``classifier='token'``), so
-that ``vit_s_16`` / ``vit_b_16`` are exactly the published ViT-S/16 and ViT-B/16
-(22.05M / 86.57M parameters, cls token and its position included) and the class token is
-routed by the MoE like every other token, as in V-MoE. ``pool="mean"`` (the spiking models'
-choice: they average the tokens) is one override away.
+the class token is routed by the MoE like every other token, as in V-MoE. ``pool="mean"``
+(the spiking models' choice: they average the tokens) is one override away.
+
+Sizes (``vit_*`` / ``vmoe_*`` at 224 x 224, 1000 classes) are vmoe's, NOT those of the
+12-layer ViT-S of Steiner et al. / DeiT: google-research/vmoe 942a78b
+``vmoe/configs/vmoe_paper/common.py`` ``get_vmoe_config``: S = 8 blocks, D = 512, 8 heads,
+MLP 2048; B = 12 blocks, D = 768, 12 heads, MLP 3072 (its S/32 config: "we have only 8
+layers, while these works use 12 layers in the ViT-S backbone").
 
 MoE placement (``moe_placement``): ``"every-2"`` puts the MoE in 0-indexed blocks 1, 3, 5, ...
-(the paper's "Every-2"); ``"last-n"`` in the last n of those (``"last-2"`` of 12 blocks: 9 and
-11, the released V-MoE-S/32 "Last-2"); ``"none"`` is the dense ViT.
+(the paper's "Every-2", vmoe's ``range(1, L, 2)``); ``"last-n"`` in the last n of those
+(``"last-2"`` of vmoe's 8-block S: blocks 5 and 7, the released V-MoE-S/32 "Last-2");
+``"none"`` is the dense ViT.
+
+The released ILSVRC-2012 model's extras, each a switch, off by default (a recipe turns them
+on; ``configs/imagenet_vmoe_s_32_last2.yaml``): ``representation_size`` (vmoe's pre-logits
+``Dense(D) + tanh``; its ``common.py`` sets it to D), ``head_zero_init`` and
+``head_bias_init`` (zero head kernel, as vmoe's ``head_kernel_zero_init=True``, and bias
+``-log(K)``: ``head_bias_init="-log(K)"``), ``expert_dropout`` (0.2), ``gelu_approximate``
+("tanh": flax's GELU), ``init="vmoe"`` (flax's initialisers, as vmoe), and
+``classifier_loss="sigmoid_xent"`` (``sigmoid_cross_entropy``; the trainer reads the
+attribute). ``capacity_rounding`` is the routers' (``moe.vmoe_router``).
 
 Attention products are explicit matmuls (not ``scaled_dot_product_attention``) so that the
 op counter of ``spikemoe.analysis`` sees and counts them. There are no neurons and no
@@ -25,6 +41,8 @@ state: calling the model twice on the same input gives the same logits (in eval 
 router's noise is drawn in training only).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +54,31 @@ from .output import ModelOutput
 from .registry import check_overrides, register_model
 
 POOLS = ("cls", "mean")
+CLASSIFIER_LOSSES = ("softmax_xent", "sigmoid_xent")
+
+
+def sigmoid_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
+                          label_smoothing: float = 0.0) -> torch.Tensor:
+    """vmoe's ``sigmoid_xent``: a binary cross-entropy per class, summed over the K classes,
+    averaged over the batch (google-research/vmoe 942a78b ``vmoe/train/trainer.py``
+    ``default_sigmoid_xent``: ``sum(optax.sigmoid_binary_cross_entropy(logits, labels), -1)``).
+
+        L = mean_b sum_k [ -y_bk log s(z_bk) - (1 - y_bk) log(1 - s(z_bk)) ]
+
+    Args:
+        logits: ``[B, K]``.
+        targets: ``[B]`` class indices, or ``[B, K]`` soft targets (MixUp / CutMix).
+        label_smoothing: eps: ``y <- (1 - eps) y + eps / K`` (vmoe uses none: 0).
+    Returns:
+        The scalar loss. Example: K = 2, logits [[0, 0]], target 0: 2 log 2 = 1.386.
+    """
+    if targets.dim() == logits.dim() - 1:
+        targets = F.one_hot(targets.long(), logits.shape[-1])
+    targets = targets.to(logits.dtype)
+    if label_smoothing:
+        targets = targets * (1 - label_smoothing) + label_smoothing / logits.shape[-1]
+    per_class = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")  # [B, K]
+    return per_class.sum(dim=-1).mean()
 
 
 def moe_blocks(depth: int, placement: str) -> list[int]:
@@ -106,10 +149,19 @@ class VisionTransformer(nn.Module):
             static images).  time_mode: ``"sum"`` or ``"fold"`` (``layers.time_folding``).
         pool: ``"cls"`` or ``"mean"``.
         moe_placement: ``"none"`` | ``"every-2"`` | ``"last-<n>"``.
-        num_experts, k, group_images, shared_init: the MoE layers (``moe.vmoe_layer``).
+        num_experts, k, group_images, shared_init, expert_dropout: the MoE layers
+            (``moe.vmoe_layer``).
         capacity_factor_train, capacity_factor_eval, batch_priority_train,
-        batch_priority_eval, noise_std, importance_weight, load_weight: their routers
-            (``moe.vmoe_router``).
+        batch_priority_eval, noise_std, importance_weight, load_weight, capacity_rounding:
+            their routers (``moe.vmoe_router``).
+        gelu_approximate: every MLP's GELU, ``"none"`` (erf) or ``"tanh"`` (flax, vmoe).
+        representation_size: width of the pre-logits layer (None: no such layer).
+        head_zero_init: the classifier's kernel starts at zero (vmoe) instead of
+            trunc-normal 0.02.
+        head_bias_init: the classifier's initial bias: a number, or ``"-log(K)"``.
+        classifier_loss: ``"softmax_xent"`` or ``"sigmoid_xent"``: stored as
+            ``self.classifier_loss`` for the trainer (``sigmoid_cross_entropy``).
+        init: ``"trunc_normal"`` (0.02 everywhere) or ``"vmoe"`` (``_vmoe_init``).
     """
 
     def __init__(self, *, name: str, in_channels: int, img_size: tuple[int, int],
@@ -120,8 +172,23 @@ class VisionTransformer(nn.Module):
                  capacity_factor_train: float = 1.05, capacity_factor_eval: float = 1.05,
                  batch_priority_train: bool = False, batch_priority_eval: bool = True,
                  noise_std: float = 1.0, importance_weight: float = 0.005,
-                 load_weight: float = 0.005) -> None:
+                 load_weight: float = 0.005, capacity_rounding: str = "vmoe",
+                 expert_dropout: float = 0.0, gelu_approximate: str = "none",
+                 representation_size: int | None = None, head_zero_init: bool = False,
+                 head_bias_init: float | str = 0.0,
+                 classifier_loss: str = "softmax_xent", init: str = "trunc_normal") -> None:
         super().__init__()
+        if init not in ("trunc_normal", "vmoe"):
+            raise ValueError(f"init must be 'trunc_normal' or 'vmoe', got {init!r}")
+        self.init = init
+        if classifier_loss not in CLASSIFIER_LOSSES:
+            raise ValueError(f"classifier_loss must be one of {CLASSIFIER_LOSSES}, got "
+                             f"{classifier_loss!r}")
+        if gelu_approximate not in ("none", "tanh"):
+            raise ValueError(f"gelu_approximate must be 'none' (erf) or 'tanh' (flax's, as "
+                             f"vmoe), got {gelu_approximate!r}")
+        self.head_bias = _head_bias(head_bias_init, num_classes)
+        self.head_zero_init, self.classifier_loss = bool(head_zero_init), classifier_loss
         if time_mode not in TIME_MODES:
             raise ValueError(f"time_mode must be one of {TIME_MODES}, got {time_mode!r}")
         if pool not in POOLS:
@@ -147,33 +214,70 @@ class VisionTransformer(nn.Module):
                       capacity_factor_eval=capacity_factor_eval,
                       batch_priority_train=batch_priority_train,
                       batch_priority_eval=batch_priority_eval, noise_std=noise_std,
-                      importance_weight=importance_weight, load_weight=load_weight)
+                      importance_weight=importance_weight, load_weight=load_weight,
+                      capacity_rounding=capacity_rounding)
         blocks = []
         for i in range(depth):
             if i in self.moe_blocks:
                 mlp = VMoEMLP(embed_dim, mlp_hidden, num_experts, k, group_images=group_images,
-                              shared_init=shared_init, **router)
+                              shared_init=shared_init, expert_dropout=expert_dropout,
+                              gelu_approximate=gelu_approximate, **router)
             else:
-                mlp = MLP(embed_dim, mlp_hidden)
+                mlp = MLP(embed_dim, mlp_hidden, gelu_approximate=gelu_approximate)
             blocks.append(Block(embed_dim, num_heads, mlp))
         self.blocks = nn.ModuleList(blocks)
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
-        self.head = nn.Linear(embed_dim, num_classes)
+        width = embed_dim
+        if representation_size:  # vmoe/vit_jax: Dense(R, name='pre_logits') then tanh
+            self.pre_logits = nn.Sequential(nn.Linear(embed_dim, representation_size), nn.Tanh())
+            width = representation_size
+        else:
+            self.pre_logits = nn.Identity()
+        self.head = nn.Linear(width, num_classes)
         self._init_weights()
 
     @torch.no_grad()
     def _init_weights(self) -> None:
-        # Truncated normal 0.02 and zero biases (as the rest of spikemoe and timm's ViT);
-        # class token zero (vmoe), position embedding trunc-normal 0.02.
+        # "trunc_normal": truncated normal 0.02 and zero biases (as the rest of spikemoe and
+        # timm's ViT); class token zero (vmoe), position embedding trunc-normal 0.02.
+        # "vmoe": flax's initialisers as vmoe / vit_jax use them (_vmoe_init).
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         for m in self.modules():
             if isinstance(m, (nn.Linear, nn.Conv2d)):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+        if self.init == "vmoe":
+            self._vmoe_init()
+        if self.head_zero_init:
+            nn.init.zeros_(self.head.weight)
+        nn.init.constant_(self.head.bias, self.head_bias)
         for m in self.modules():
             if isinstance(m, VMoEMLP):
                 m.share_expert_init()
+
+    def _vmoe_init(self) -> None:
+        """vmoe's initialisation (google-research/vmoe 942a78b ``vmoe/nn/vit_moe.py``, vit_jax
+        ``models_vit.py``): attention kernels xavier-uniform per q / k / v / out, zero bias;
+        MLP kernels xavier-uniform, biases normal(1e-6); patch embedding, router, pre-logits
+        and head kernels lecun-normal (flax's Dense / Conv default: truncated normal at 2
+        sigma, variance 1 / fan_in), zero biases; position embedding normal(0.02)."""
+        nn.init.normal_(self.pos_embed, std=0.02)
+        for m in self.modules():
+            if isinstance(m, Attention):
+                for w in m.qkv.weight.chunk(3):  # [3D, D] -> q, k, v kernels [D, D]
+                    nn.init.xavier_uniform_(w)
+                nn.init.xavier_uniform_(m.proj.weight)
+            elif isinstance(m, MLP):
+                for fc in (m.fc1, m.fc2):
+                    nn.init.xavier_uniform_(fc.weight)
+                    nn.init.normal_(fc.bias, std=1e-6)
+        dense = [self.patch_embed, self.head]
+        dense += [m for m in self.pre_logits.modules() if isinstance(m, nn.Linear)]
+        dense += [m.router.gate for m in self.modules() if isinstance(m, VMoEMLP)]
+        for m in dense:
+            std = (1.0 / m.weight[0].numel()) ** 0.5 / 0.87962566103423978  # fan_in = in * k * k
+            nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -216,12 +320,27 @@ class VisionTransformer(nn.Module):
             metrics.update({f"blocks.{i}.mlp.{k}": v for k, v in block_metrics.items()})
         tokens = self.norm(tokens)
         pooled = tokens[:, 0] if self.cls_token is not None else tokens.mean(dim=1)  # [B, D]
-        return ModelOutput(self.head(pooled), aux, metrics)
+        return ModelOutput(self.head(self.pre_logits(pooled)), aux, metrics)  # [B, D] -> [B, K]
+
+
+def _head_bias(value: float | str, num_classes: int) -> float:
+    """``head_bias_init``: a number, or ``"-log(K)"`` (vmoe's ``-math.log(num_classes)``)."""
+    if isinstance(value, str):
+        if value.replace(" ", "") != "-log(K)":
+            raise ValueError(f"head_bias_init must be a number or '-log(K)' (vmoe's bias "
+                             f"-log(num_classes)), got {value!r}")
+        return -math.log(num_classes)
+    return float(value)
+
+
+# The released-model switches (module docstring), off in every factory.
+EXTRAS = dict(representation_size=None, head_zero_init=False, head_bias_init=0.0,
+              gelu_approximate="none", classifier_loss="softmax_xent", init="trunc_normal")
 
 
 def build_vit(name: str, defaults: dict, overrides: dict) -> VisionTransformer:
-    """Apply checked ``overrides`` to a factory's ``defaults`` and build the model."""
-    return VisionTransformer(name=name, **check_overrides(name, defaults, overrides))
+    """Apply checked ``overrides`` to a factory's ``defaults`` (plus ``EXTRAS``) and build."""
+    return VisionTransformer(name=name, **check_overrides(name, {**EXTRAS, **defaults}, overrides))
 
 
 # ---------------------------------------------------------------- sizes and vit_* factories
@@ -234,12 +353,14 @@ DVS_2_256 = dict(in_channels=2, img_size=(128, 128), patch_size=16, embed_dim=25
                  num_heads=16, mlp_hidden=1024, num_classes=10, T=16, time_mode="fold", pool="cls")
 CIFAR_4_384 = dict(in_channels=3, img_size=(32, 32), patch_size=4, embed_dim=384, depth=4,
                    num_heads=12, mlp_hidden=1536, num_classes=10, T=1, time_mode="sum", pool="cls")
-# ViT-S and ViT-B (Dosovitskiy et al.; Steiner et al. for S): 224 x 224 ImageNet, 1000 classes.
-_IMAGENET = dict(in_channels=3, img_size=(224, 224), depth=12, num_classes=1000, T=1,
-                 time_mode="sum", pool="cls")
-S_16 = dict(_IMAGENET, patch_size=16, embed_dim=384, num_heads=6, mlp_hidden=1536)
-S_32 = dict(_IMAGENET, patch_size=32, embed_dim=384, num_heads=6, mlp_hidden=1536)
-B_16 = dict(_IMAGENET, patch_size=16, embed_dim=768, num_heads=12, mlp_hidden=3072)
+# V-MoE's S and B (google-research/vmoe 942a78b vmoe/configs/vmoe_paper/common.py
+# get_vmoe_config): 224 x 224 ImageNet, 1000 classes, class token, LayerNorm eps 1e-6.
+_IMAGENET = dict(in_channels=3, img_size=(224, 224), num_classes=1000, T=1, time_mode="sum",
+                 pool="cls")
+VMOE_S = dict(_IMAGENET, depth=8, embed_dim=512, num_heads=8, mlp_hidden=2048)
+VMOE_B = dict(_IMAGENET, depth=12, embed_dim=768, num_heads=12, mlp_hidden=3072)
+S_16, S_32 = dict(VMOE_S, patch_size=16), dict(VMOE_S, patch_size=32)
+B_16, B_32 = dict(VMOE_B, patch_size=16), dict(VMOE_B, patch_size=32)
 # test_* twins: 2x16x16 frames, T=2, 4x4 patches -> 4x4 tokens, 2 blocks of width 32.
 TEST = dict(in_channels=2, img_size=(16, 16), patch_size=4, embed_dim=32, depth=2, num_heads=4,
             mlp_hidden=128, num_classes=10, T=2, time_mode="fold", pool="cls")
@@ -258,20 +379,26 @@ def vit_4_384_cifar(**overrides):
 
 
 @register_model
-def vit_s_16(**overrides):
-    """ViT-S/16 at 224 x 224, 1000 classes: 22.05M params."""
-    return build_vit("vit_s_16", S_16, overrides)
-
-
-@register_model
 def vit_s_32(**overrides):
-    """ViT-S/32 at 224 x 224, 1000 classes (the dense twin of ``vmoe_s_32_last2``)."""
+    """vmoe's ViT-S/32 (8 blocks, D 512, 8 heads, MLP 2048), 224 x 224, 1000 classes: 27.33M."""
     return build_vit("vit_s_32", S_32, overrides)
 
 
 @register_model
+def vit_s_16(**overrides):
+    """vmoe's ViT-S/16 (8 blocks, D 512, 8 heads, MLP 2048), 224 x 224, 1000 classes: 26.23M."""
+    return build_vit("vit_s_16", S_16, overrides)
+
+
+@register_model
+def vit_b_32(**overrides):
+    """ViT-B/32 (12 blocks, D 768, 12 heads, MLP 3072), 224 x 224, 1000 classes: 88.22M."""
+    return build_vit("vit_b_32", B_32, overrides)
+
+
+@register_model
 def vit_b_16(**overrides):
-    """ViT-B/16 at 224 x 224, 1000 classes: 86.57M params."""
+    """ViT-B/16 (12 blocks, D 768, 12 heads, MLP 3072), 224 x 224, 1000 classes: 86.57M."""
     return build_vit("vit_b_16", B_16, overrides)
 
 

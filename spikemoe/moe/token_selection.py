@@ -2,15 +2,20 @@
 
 Selection (``[B, N]`` bool masks, one row per sequence):
 
-- ``topk_mask(scores, gamma)``: per-sequence top-k at capacity gamma, ``k = floor(gamma N)``
-  (a static graph: every sequence runs exactly k tokens). Ties go to the earlier token.
+- ``topk_mask(scores, gamma)``: per-sequence top-k at capacity gamma,
+  ``k = max(1, floor(gamma N))`` as the reference code (``k = max(1, int(T * capacity))``,
+  fredericowieser/Dynamic-Transformers b401af0 ``src/models/base/routers.py``); a static
+  graph: every sequence runs exactly k tokens. Ties go to the earlier token.
+  ``min_one=False`` gives the paper's bare ``floor(gamma N)`` (0 tokens for gamma N < 1).
 - ``threshold_mask(g, 0.75)``: ``g >= threshold`` (a variable number per sequence), trained
-  with the mean-gate regulariser ``gate_regulariser(g) = mean(g)`` (weight 0.001).
+  with the mean-gate regulariser ``gate_regulariser(g) = mean(g)`` (weight 0.001; STT adds it
+  in both selection modes, as the reference).
 
 Top-k needs the whole sequence (whether token t is among the k best depends on later
 tokens' scores): it is the training-time teacher. At inference a causal router replaces it:
 
-- ``DepthRouter`` (SDT): MLP ``d -> d/4 -> 1`` (GELU) on the detached ``x_t``;
+- ``DepthRouter`` (SDT): MLP ``d -> d/4 -> 1`` (GELU) on the detached ``x_t``, the pair's
+  INPUT (the model passes it; reference b401af0 ``causal_router(hidden_states.detach())``);
 - ``TimescaleRouter`` (STT): ``Linear(2d -> 1)`` on the detached ``[x_t, x_{t-1}]``
   (``x_0 := 0``);
 
@@ -40,17 +45,21 @@ __all__ = ["DepthRouter", "TimescaleRouter", "gate_regulariser", "router_agreeme
            "router_loss", "run_selected", "selected_indices", "threshold_mask", "topk_mask"]
 
 
-def topk_mask(scores: torch.Tensor, gamma: float) -> torch.Tensor:
+def topk_mask(scores: torch.Tensor, gamma: float, min_one: bool = True) -> torch.Tensor:
     """Per-sequence top-k of ``scores [B, N]`` at capacity ``gamma``: ``[B, N]`` bool with
-    exactly ``k = floor(gamma N)`` True per row (ties: the earlier token wins).
+    exactly ``k = max(1, floor(gamma N))`` True per row (ties: the earlier token wins).
 
-    Example: scores [[.9, .1, .8, .2]], gamma = 0.5 -> k = 2 -> [[True, False, True, False]].
+    ``min_one=False``: ``k = floor(gamma N)``, which can be 0 (nothing runs).
+    Example: scores [[.9, .1, .8, .2]], gamma = 0.5 -> k = 2 -> [[True, False, True, False]];
+    one token, gamma = 0.5: floor(0.5) = 0 -> k = max(1, 0) = 1.
     """
     if not 0.0 <= gamma <= 1.0:
         raise ValueError(f"capacity gamma must be in [0, 1] (the fraction of tokens that run "
                          f"a routed layer), got {gamma}")
     B, N = scores.shape
     k = math.floor(gamma * N + 1e-9)  # 1e-9: 0.5 * 6 is 3, not 2.9999...
+    if min_one:
+        k = min(N, max(1, k))
     mask = torch.zeros(B, N, dtype=torch.bool, device=scores.device)
     if k > 0:
         # stable sort: equal scores keep time order, so the earlier token wins a tie
@@ -114,7 +123,8 @@ def run_selected(block: nn.Module, x: torch.Tensor, positions: torch.Tensor,
 
 
 class DepthRouter(nn.Module):
-    """SDT's causal router: ``logit_t = w2 GELU(W1 x_t)`` on the detached ``x [B, N, d]``."""
+    """SDT's causal router: ``logit_t = w2 GELU(W1 x_t)`` on the detached ``x [B, N, d]``
+    (SDT passes the pair's input by default; module docstring)."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()

@@ -1,7 +1,7 @@
 """V-MoE's MoE MLP layer (Riquelme et al., NeurIPS 2021; vmoe ``MlpMoeBlock``) and the ViT
 MLP that is both the dense layer and each expert.
 
-    MLP(x)   = W2 GELU(W1 x + b1) + b2                                   [.., D] -> [.., D]
+    MLP(x)   = Drop(W2 Drop(GELU(W1 x + b1)) + b2)                        [.., D] -> [.., D]
     MoE(x)   = sum_{j kept} g_j(x) MLP_{e_j(x)}(x)       router: ``vmoe_router``; dispatch:
                                                         ``dispatch`` (sorted bins)
 
@@ -9,6 +9,13 @@ Tokens ``[B, N, D]`` are routed in groups of ``group_images`` images (``S = grou
 N`` tokens; the paper routes 8 images' tokens per group). When B is not a multiple of
 ``group_images`` the last group holds the remaining images and gets the capacity of its
 own size. The aux loss and the statistics are averaged over groups, weighted by tokens.
+
+Dropout (``expert_dropout``, 0 by default) sits where vit_jax's ``MlpBlock`` puts it, after
+the GELU and after the output layer, in the experts only: vmoe's ``moe.dropout_rate`` (0.2 in
+the released ILSVRC-2012 V-MoE-S/32, google-research/vmoe 942a78b
+``vmoe/configs/vmoe_paper/vmoe_s32_last2_ilsvrc2012_randaug_light1.py``; 0 in every other
+paper config). ``gelu_approximate="tanh"`` is flax's ``nn.gelu`` (its default, which vmoe
+uses); ``"none"`` the exact erf GELU (torch's default).
 
 Experts share their initialisation (vmoe's default ``split_rngs=False``: every expert
 starts from the same weights; the router and its noise break the symmetry). Pass
@@ -26,16 +33,21 @@ __all__ = ["MLP", "VMoEMLP"]
 
 
 class MLP(nn.Module):
-    """The ViT MLP: Linear(D, H) - GELU - Linear(H, D)."""
+    """The ViT MLP: Linear(D, H) - GELU - Dropout - Linear(H, D) - Dropout (vit_jax
+    ``MlpBlock``; dropout 0 by default: then no dropout module runs)."""
 
-    def __init__(self, dim: int, hidden: int) -> None:
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0,
+                 gelu_approximate: str = "none") -> None:
         super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"MLP dropout must be in [0, 1), got {dropout}")
         self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
+        self.act = nn.GELU(approximate=gelu_approximate)
         self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 class VMoEMLP(nn.Module):
@@ -45,17 +57,22 @@ class VMoEMLP(nn.Module):
         dim: D.  hidden: each expert's MLP width.  num_experts: E.  k: choices per token.
         group_images: images whose tokens form one routing group.
         shared_init: every expert starts as a copy of expert 0.
-        **router: ``NoisyTopKRouter`` options (capacity factors, BPR, noise, loss weights).
+        expert_dropout: dropout inside each expert (module docstring).
+        gelu_approximate: ``"none"`` or ``"tanh"`` (module docstring).
+        **router: ``NoisyTopKRouter`` options (capacity factors, BPR, noise, loss weights,
+            capacity rounding).
     """
 
     def __init__(self, dim: int, hidden: int, num_experts: int = 8, k: int = 2, *,
-                 group_images: int = 8, shared_init: bool = True, **router) -> None:
+                 group_images: int = 8, shared_init: bool = True, expert_dropout: float = 0.0,
+                 gelu_approximate: str = "none", **router) -> None:
         super().__init__()
         if group_images < 1:
             raise ValueError(f"group_images must be >= 1, got {group_images}")
         self.group_images, self.shared_init = group_images, shared_init
         self.router = NoisyTopKRouter(dim, num_experts, k, **router)
-        self.experts = nn.ModuleList(MLP(dim, hidden) for _ in range(num_experts))
+        self.experts = nn.ModuleList(MLP(dim, hidden, expert_dropout, gelu_approximate)
+                                     for _ in range(num_experts))
         self.share_expert_init()
 
     @torch.no_grad()

@@ -15,7 +15,14 @@ Capacity (slots per expert per group):
 
     capacity = ceil(S * k * C / E), rounded up to a multiple of 4
 
-with C = ``capacity_factor_train`` in training and ``capacity_factor_eval`` in evaluation.
+with C = ``capacity_factor_train`` in training and ``capacity_factor_eval`` in evaluation,
+computed in floating point exactly as vmoe (``vmoe/moe.py`` ``compute_capacity``,
+google-research/vmoe 942a78b: ``int(math.ceil(num_tokens * capacity_factor / num_experts))``
+with ``num_tokens = S * k``), float error included: S = 100, k = 2, E = 5, C = 1.1 gives
+``200 * 1.1 / 5 = 44.00000000000001``, so ceil 45 -> 48 slots. ``capacity_rounding="decimal"``
+rounds the quotient to 9 decimals first (44 -> 44: the arithmetic a person does by hand;
+this module's choice before issue 12); it differs from vmoe in 2 of 32,256 (S, k, E, C)
+settings.
 Slots are filled by a cumulative sum over the assignments in priority order: every first
 choice before any second choice; within one choice level, token order (vanilla) or, with
 Batch Priority Routing, tokens sorted by their largest gate, highest first. Assignments at
@@ -45,24 +52,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["NoisyTopKRouter", "RouterOutput", "assign_slots", "capacity_per_group",
-           "cv_squared", "importance_loss", "load_loss"]
+__all__ = ["CAPACITY_ROUNDINGS", "NoisyTopKRouter", "RouterOutput", "assign_slots",
+           "capacity_per_group", "cv_squared", "importance_loss", "load_loss"]
+
+CAPACITY_ROUNDINGS = ("vmoe", "decimal")
 
 
 def capacity_per_group(group_size: int, k: int, num_experts: int, capacity_factor: float,
-                       multiple_of: int = 4) -> int:
+                       multiple_of: int = 4, rounding: str = "vmoe") -> int:
     """``ceil(group_size * k * C / E)`` rounded up to a multiple of ``multiple_of``.
 
     E.g. S = 16 tokens, k = 2, E = 8: C = 1.05 -> ceil(4.2) = 5 -> 8; C = 1.0 -> 4 -> 4;
-    C = 0.1 -> ceil(0.4) = 1 -> 4.
+    C = 0.1 -> ceil(0.4) = 1 -> 4. ``rounding``: ``"vmoe"`` (the float quotient, as vmoe) or
+    ``"decimal"`` (rounded to 9 decimals before the ceiling); module docstring.
     """
+    if rounding not in CAPACITY_ROUNDINGS:
+        raise ValueError(f"capacity rounding must be one of {CAPACITY_ROUNDINGS}, got "
+                         f"{rounding!r}")
     if group_size < 1 or k < 1 or num_experts < 1:
         raise ValueError(f"group_size, k and num_experts must be >= 1, got {group_size}, {k}, "
                          f"{num_experts}")
     if not capacity_factor > 0:
         raise ValueError(f"capacity_factor must be > 0, got {capacity_factor}")
-    # round() first: 50 * 2 * 1.1 / 2 is 55.00000000000001 in floats, whose ceil is 56, not 55
-    capacity = max(1, math.ceil(round(group_size * k * capacity_factor / num_experts, 9)))
+    quotient = group_size * k * capacity_factor / num_experts  # vmoe: (S k) C / E, in floats
+    if rounding == "decimal":  # 50 * 2 * 1.1 / 2 is 55.00000000000001: ceil 55, not 56
+        quotient = round(quotient, 9)
+    capacity = max(1, math.ceil(quotient))
     if multiple_of > 1:
         capacity += (-capacity) % multiple_of
     return capacity
@@ -155,14 +170,19 @@ class NoisyTopKRouter(nn.Module):
             pre-trains without BPR and uses it at inference and with C < 1).
         noise_std: noise multiplier; the noise std is ``noise_std / E`` (vmoe's convention).
         importance_weight / load_weight: weights of L_imp and L_load in ``aux_loss``.
+        capacity_rounding: ``"vmoe"`` or ``"decimal"`` (``capacity_per_group``).
     """
 
     def __init__(self, dim: int, num_experts: int, k: int = 2, *,
                  capacity_factor_train: float = 1.05, capacity_factor_eval: float = 1.05,
                  batch_priority_train: bool = False, batch_priority_eval: bool = True,
                  noise_std: float = 1.0, importance_weight: float = 0.005,
-                 load_weight: float = 0.005) -> None:
+                 load_weight: float = 0.005, capacity_rounding: str = "vmoe") -> None:
         super().__init__()
+        if capacity_rounding not in CAPACITY_ROUNDINGS:
+            raise ValueError(f"capacity_rounding must be one of {CAPACITY_ROUNDINGS} ('vmoe': "
+                             f"as vmoe's compute_capacity), got {capacity_rounding!r}")
+        self.capacity_rounding = capacity_rounding
         if not 1 <= k <= num_experts:
             raise ValueError(f"need 1 <= k <= num_experts, got k={k}, num_experts={num_experts}")
         for name, c in (("capacity_factor_train", capacity_factor_train),
@@ -186,7 +206,8 @@ class NoisyTopKRouter(nn.Module):
     def capacity(self, group_size: int) -> int:
         """Slots per expert for a group of ``group_size`` tokens, in the current mode."""
         c = self.capacity_factor_train if self.training else self.capacity_factor_eval
-        return capacity_per_group(group_size, self.k, self.num_experts, c)
+        return capacity_per_group(group_size, self.k, self.num_experts, c,
+                                  rounding=self.capacity_rounding)
 
     def forward(self, x: torch.Tensor) -> RouterOutput:
         if x.ndim != 3:
