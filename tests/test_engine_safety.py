@@ -339,3 +339,17 @@ def test_a_torn_last_metrics_line_is_dropped_and_a_bad_middle_line_named(tmp_pat
     metrics.write_text(lines[0] + "\nnot json\n" + "\n".join(lines[1:]) + "\n")
     with pytest.raises(ValueError, match=r"metrics\.jsonl: line 2 is not a JSON record"):
         read_metrics(metrics)
+
+
+def test_a_model_that_declares_sigmoid_cross_entropy_trains_on_it(tmp_path):
+    """V-MoE's released recipe (``classifier_loss="sigmoid_xent"``): the trainer's loss is the
+    per-class sigmoid cross-entropy. K = 4 classes, zero logits: 4 log 2 = 2.7726 per sample."""
+    from spikemoe.models.vit import sigmoid_cross_entropy
+
+    model = TinyANN()
+    model.classifier_loss = "sigmoid_xent"
+    t = Trainer(_cfg(tmp_path, "optim.label_smoothing=0"), data=synthetic_bundle(), model=model)
+    logits, targets = torch.zeros(3, 4), torch.tensor([0, 1, 3])
+    assert t.criterion(logits, targets).item() == pytest.approx(4 * 0.6931471805599453)
+    assert t.criterion(logits, targets).item() == sigmoid_cross_entropy(logits, targets).item()
+    t.close()

@@ -113,6 +113,11 @@ class Trainer:
 
             model = create_model(cfg.model.name, **cfg.model.kwargs)
         check_num_classes(model, self.data.num_classes, cfg.data.name)
+        if run.memopt:  # SpikingJelly's memopt (engine/memopt.py), before a run folder and DDP
+            from .memopt import apply_memopt, example_batch
+
+            model = apply_memopt(model.to(self.device), run.memopt, example_batch(
+                self.data.train, local_batch(cfg.data.batch_size, dist.world_size), self.device))
         self.baselines = _data_baselines(self.data)
         self.skipped_files = _skipped_files(self.data)
         # only now, with data and model built, does the run take a folder
@@ -148,7 +153,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.amp_dtype == torch.float16)
         self.mixer = build_mixer(cfg.augment, self.data.num_classes)
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=o.label_smoothing)
+        self.criterion = _classifier_loss(self.model, o.label_smoothing)
         self.tet = StepLogits(self.model, o.tet_module) if o.tet else None
         self.tet_loss = TETLoss(o.label_smoothing, o.tet_lambda, o.tet_means) if o.tet else None
 
@@ -541,6 +546,16 @@ class Trainer:
             self.tet.remove()
             self.tet = None
         self.logger.close()
+
+
+def _classifier_loss(model: nn.Module, label_smoothing: float):
+    """The task loss the model declares (``classifier_loss``): softmax cross-entropy (default)
+    or V-MoE's per-class sigmoid cross-entropy (``models.vit.sigmoid_cross_entropy``)."""
+    if getattr(model, "classifier_loss", "softmax_xent") == "sigmoid_xent":
+        from spikemoe.models.vit import sigmoid_cross_entropy
+
+        return lambda logits, targets: sigmoid_cross_entropy(logits, targets, label_smoothing)
+    return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
 
 
 def _data_baselines(data: DataBundle) -> dict | None:
