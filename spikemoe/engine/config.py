@@ -139,7 +139,10 @@ class RunConfig:
     this many test samples into ``<run>/profile/`` (firing rates, energy; 0 = skip).
     ``resume_changes``: with ``resume=``, the keys whose new value the resumed run may take
     (``resume_changes=[optim.lr]``); any other key that differs from the checkpoint's config
-    is refused (``resume.check_resume_config``)."""
+    is refused (``resume.check_resume_config``).
+    ``memopt``: SpikingJelly 2.0's memory optimiser on a spiking model, level 0-4 (null or 0 =
+    off; 1 = checkpoint the stem and every block, CPU or GPU; 2-4 search on a CUDA GPU only),
+    applied before DDP; see ``engine/memopt.py``."""
 
     out_dir: str = "runs"
     name: str | None = None
@@ -158,6 +161,7 @@ class RunConfig:
     find_unused_parameters: bool = False
     profile_samples: int = 64
     resume_changes: list[str] = field(default_factory=list)
+    memopt: int | None = None
 
 
 @dataclass
@@ -409,6 +413,7 @@ def validate(cfg: TrainConfig, where: str) -> None:
          f"run.stop_after_steps must be >= 1, or null; got {r.stop_after_steps}"),
         (r.profile_samples >= 0, f"run.profile_samples must be >= 0 (0 = no profile); got "
                                  f"{r.profile_samples}"),
+        (r.memopt in (None, 0, 1, 2, 3, 4), f"run.memopt must be 0-4 or null (off); got {r.memopt}"),
         (r.name is None or (r.name.strip() not in ("", ".", "..") and "/" not in r.name),
          f"run.name must be a folder name (no '/', not '.' or '..'); got {r.name!r}"),
     ]
