@@ -1,5 +1,7 @@
 """Measurement for any ``nn.Module``: firing rates and router statistics, operation counts,
-energy per inference (two named conventions, named cost tables), plots and tables.
+energy per inference (two named conventions, named cost tables), plots and tables; warnings
+when the measured network does not fire (``health``); run files read so that damage is named
+(``runlog``).
 
 Firing rates: ``FiringRateMonitor``; counts: ``count_operations`` / ``LayerOpCounter`` (on
 SpikingJelly's op_counter); energy: ``layer_energy``, ``audit``, ``COST_TABLES``; the whole
@@ -15,9 +17,12 @@ from .energy import (
            layer_energy,
 )
 from .firing_rates import FiringRateMonitor, FiringRates
+from .health import ProfileWarning, firing_warnings, silent_layers
 from .op_counts import LayerOpCounter, OpRecord, count_operations
 from .profile import profile_model
+from .runlog import JsonLines, RunFileError, read_json_file, read_jsonl
 
 __all__ = ["CONVENTIONS", "COST_TABLES", "CostTable", "FiringRateMonitor", "FiringRates",
-           "LayerEnergy", "LayerOpCounter", "OpRecord", "audit", "cost_table", "count_operations",
-           "layer_energy", "profile_model"]
+           "JsonLines", "LayerEnergy", "LayerOpCounter", "OpRecord", "ProfileWarning",
+           "RunFileError", "audit", "cost_table", "count_operations", "firing_warnings",
+           "layer_energy", "profile_model", "read_json_file", "read_jsonl", "silent_layers"]

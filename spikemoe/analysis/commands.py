@@ -2,6 +2,7 @@
 
     spikemoe profile (CHECKPOINT | --model NAME) [--data NAME] [--root DIR] [--samples N]
                      [--convention paper|strict] [--table 45nm-fp32] --out DIR [--json]
+                     [--allow-shape-mismatch]
     spikemoe report RUN_DIR ... [--out FILE.md] [--csv FILE.csv]
 
 ``profile`` writes ``profile.json`` (every figure, per layer and in total, both
@@ -10,15 +11,80 @@ conventions), ``profile.md`` (the tables, in ``--convention``) and three PNG plo
 dataset; ``--model NAME`` profiles a freshly initialised registered model, on
 ``digits-dvs`` at the model's T and size when it takes 2-channel event frames, on
 ``stdlib-bytes`` windows for a byte-level language model, else on ``--data``.
+
+Before anything is computed, ``--out`` (and ``report --out/--csv``) is checked: a folder that
+exists or can be created, and written to (a probe file). Data whose samples differ from the
+model's ``input_shape`` is refused unless ``--allow-shape-mismatch`` (then recorded as an
+``input_shape_mismatch`` warning). A profile's ``warnings`` (a network that fires no spike,
+no spike past the stem, silent layers: ``health.py``) are printed first, written at the top
+of ``profile.md`` and kept in ``profile.json``; ``report`` shows them in its table.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
-__all__ = ["add_analysis_parsers", "profile_checkpoint", "profile_to_dir"]
+__all__ = ["add_analysis_parsers", "check_output_dir", "check_output_file", "profile_checkpoint",
+           "profile_registered", "profile_to_dir"]
+
+
+def _probe_write(folder: Path, target: Path, flag: str) -> None:
+    """Create and delete a file in ``folder``: the only sure test that it can be written."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".spikemoe-write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise ValueError(
+            f"{flag} {target}: cannot write in {folder} ({e.strerror or e}). Nothing was "
+            f"computed. Give a {flag} location you can write to (e.g. a folder under your home "
+            "or the current directory), or fix the folder's permissions.") from None
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_output_dir(out: str | Path, flag: str = "--out") -> Path:
+    """Check, before any computation, that ``out`` is or can become a writable folder.
+
+    ``out`` may exist (a folder) or not (created later, with its parents); a file in its place
+    or in the place of one of its parents, or a folder that cannot be written, raises
+    ValueError naming the path and what to do. Nothing is created."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(
+            f"{flag} {out} is an existing file, not a folder: profile writes profile.json, "
+            f"profile.md and three PNG plots into a folder. Nothing was computed. Give a folder "
+            f"(new or existing), e.g. {flag} {out.with_name(out.stem + '_profile')}.")
+    base = _existing_ancestor(out)
+    if not base.is_dir():
+        raise ValueError(
+            f"{flag} {out}: {base} is a file, so the folder {out} cannot be created under it. "
+            f"Nothing was computed. Give a {flag} path whose parents are folders.")
+    _probe_write(base, out, flag)
+    return out
+
+
+def check_output_file(path: str | Path, flag: str) -> Path:
+    """Check, before any work, that a file can be written at ``path`` (its folder exists and
+    is writable; ``path`` is not a folder). Raises ValueError naming the path."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; give a file name, e.g. "
+                         f"{flag} {path / ('runs' + ('.csv' if 'csv' in flag else '.md'))}.")
+    if not path.parent.is_dir():
+        raise ValueError(f"{flag} {path}: the folder {path.parent} does not exist; create it "
+                         f"(mkdir -p {path.parent}) or give another path.")
+    _probe_write(path.parent, path, flag)
+    return path
 
 
 def _dataset_for_model(model, data: str | None, root: str | None, split: str):
@@ -46,33 +112,59 @@ def _dataset_for_model(model, data: str | None, root: str | None, split: str):
 
 def profile_checkpoint(checkpoint: str | Path, *, data: str | None = None, root: str | None = None,
                        split: str = "test", samples: int = 64, table: str = "45nm-fp32",
-                       first_layer_once: bool = False, progress: bool = True) -> dict:
-    """Profile a checkpoint's model (its weights) on its dataset's ``split``."""
-    from spikemoe.engine.evaluate import load_run_model
+                       first_layer_once: bool = False, progress: bool = True,
+                       allow_shape_mismatch: bool = False) -> dict:
+    """Profile a checkpoint's model (its weights) on its dataset's ``split``.
+
+    Data (``data``/``root``) whose samples differ from the model's ``input_shape`` raises
+    ``InputShapeError`` unless ``allow_shape_mismatch`` (then an ``input_shape_mismatch``
+    entry leads the result's ``warnings``)."""
+    from spikemoe.engine.evaluate import check_input_shape, first_sample_shape, load_run_model
     from spikemoe.engine.loaders import create_split
 
-    path, state, cfg, model = load_run_model(checkpoint, data=data, root=root)
+    path, state, cfg, model = load_run_model(checkpoint, data=data, root=root,
+                                             allow_shape_mismatch=allow_shape_mismatch)
     dataset = create_split(cfg.data, split, augment=False)
+    mismatch = check_input_shape(model, first_sample_shape(dataset), f"{cfg.data.name} {split}",
+                                 allow=allow_shape_mismatch,
+                                 source=f"{cfg.model.name} (from {path})")
     result = _profile(model, dataset, samples, table, first_layer_once, progress)
     result.update(model=cfg.model.name, data=cfg.data.name, split=split,
                   weights=f"{path} (epoch {state.get('epoch')})")
+    _add_mismatch(result, mismatch)
     return _ordered(result)
+
+
+def _add_mismatch(result: dict, mismatch: dict | None) -> None:
+    if mismatch is not None:
+        result["warnings"].insert(0, {
+            "code": "input_shape_mismatch",
+            "message": f"profiled on inputs of shape {mismatch['data']}, not the model's "
+                       f"{mismatch['model']} ({'; '.join(mismatch['differences'])}; "
+                       "--allow-shape-mismatch): not the model's recipe input.",
+            "layers": []})
 
 
 def profile_registered(name: str, *, data: str | None = None, root: str | None = None,
                        split: str = "test", samples: int = 64, table: str = "45nm-fp32",
-                       first_layer_once: bool = False, seed: int = 0, progress: bool = True) -> dict:
-    """Profile a registered model at initialisation (seeded) on real data."""
+                       first_layer_once: bool = False, seed: int = 0, progress: bool = True,
+                       allow_shape_mismatch: bool = False) -> dict:
+    """Profile a registered model at initialisation (seeded) on real data, built at the
+    model's T and size (its first sample is checked against ``input_shape`` all the same)."""
     import torch
 
+    from spikemoe.engine.evaluate import check_input_shape, first_sample_shape
     from spikemoe.models import create_model
 
     torch.manual_seed(seed)
     model = create_model(name)
     data_name, dataset = _dataset_for_model(model, data, root, split)
+    mismatch = check_input_shape(model, first_sample_shape(dataset), f"{data_name} {split}",
+                                 allow=allow_shape_mismatch, source=name)
     result = _profile(model, dataset, samples, table, first_layer_once, progress)
     result.update(model=name, data=data_name, split=split,
                   weights=f"random initialisation (seed {seed})")
+    _add_mismatch(result, mismatch)
     return _ordered(result)
 
 
@@ -131,9 +223,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
                          "(see `spikemoe models`), not both and not neither.")
     if args.samples < 1:
         raise ValueError(f"--samples must be at least 1, got {args.samples}")
+    check_output_dir(args.out)  # before the computation, not after it
     common = dict(data=args.data, root=args.root, split=args.split, samples=args.samples,
                   table=args.table, first_layer_once=args.first_layer_once,
-                  progress=not args.json)
+                  progress=not args.json, allow_shape_mismatch=args.allow_shape_mismatch)
     if args.checkpoint is not None:
         result = profile_checkpoint(args.checkpoint, **common)
     else:
@@ -144,7 +237,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
              "samples": result["samples"], "convention": args.convention,
              "energy_mJ": e["per_sample_mJ"], "macs": e["macs"], "sops": e["sops"],
              "mean_firing_rate": result["firing"]["mean_rate"],
-             "files": [str(p) for p in paths]}
+             "warnings": result["warnings"], "files": [str(p) for p in paths]}
+    # warnings first: before any figure a reader could take at face value
+    for w in result["warnings"]:
+        print(f"WARNING ({w['code']}): {w['message']}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(brief))
     else:
@@ -160,6 +256,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import gather_run, runs_csv, runs_markdown
 
+    if args.out:
+        check_output_file(args.out, "--out")
+    if args.csv:
+        check_output_file(args.csv, "--csv")
     rows = [gather_run(r) for r in args.runs]
     table = runs_markdown(rows)
     if args.out:
@@ -180,7 +280,9 @@ def add_analysis_parsers(subparsers) -> None:
                     "model at initialisation: firing rate per layer and time step, router "
                     "spiking rate per expert, operations and energy per layer under both "
                     "conventions, and the list of layers whose input is not binary. Writes "
-                    "profile.json, profile.md and 3 PNG plots into --out.")
+                    "profile.json, profile.md and 3 PNG plots into --out. A network that "
+                    "fires no spike (no spike past the stem, silent layers) is reported first, "
+                    "as WARNING lines, and in profile.json's \"warnings\".")
     p.add_argument("checkpoint", nargs="?", metavar="CHECKPOINT",
                    help="a .pt file or a run directory (its best.pt, else last.pt)")
     p.add_argument("--model", metavar="NAME", help="a registered model instead of a checkpoint")
@@ -200,6 +302,9 @@ def add_analysis_parsers(subparsers) -> None:
                    help="charge the first layer's MACs once instead of T times")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the outputs")
     p.add_argument("--json", action="store_true", help="print a JSON summary line")
+    p.add_argument("--allow-shape-mismatch", action="store_true", dest="allow_shape_mismatch",
+                   help="profile even when the data's samples differ in size or T from the "
+                        "model's input_shape (refused otherwise); recorded as a warning")
     p.set_defaults(func=cmd_profile)
 
     p = subparsers.add_parser(
@@ -207,7 +312,9 @@ def add_analysis_parsers(subparsers) -> None:
         description="One row per run: model, dataset, T, parameters, best and final top-1, "
                     "final perplexity (language models), "
                     "SOPs and MACs (paper convention), energy per inference under both "
-                    "conventions and mean firing rate (from the run's profile/).")
+                    "conventions and mean firing rate (from the run's profile/), and a warnings "
+                    "column: a profile of a network that does not fire, a run that did not "
+                    "finish (figures from metrics.jsonl), a torn metrics.jsonl.")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", metavar="FILE.md", help="also write the markdown table here")
     p.add_argument("--csv", metavar="FILE.csv", help="also write a CSV table here")

@@ -18,6 +18,7 @@ from torch import nn
 
 from .energy import CONVENTIONS, audit, cost_table, layer_energy
 from .firing_rates import FiringRateMonitor
+from .health import firing_warnings, silent_layers
 from .op_counts import OpRecord, count_operations
 
 __all__ = ["profile_model"]
@@ -97,7 +98,10 @@ def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp3
         ``energy`` (per convention: mean mJ per inference and its spread, totals, per-layer
         breakdown), ``ops`` (dense MACs per layer and in total), ``firing`` (per-layer rates
         and per time step, mean rate), ``routers`` (per SEMM router: rate per expert and
-        time step, usage, routed-to-none) and ``audit`` (layers whose input is not binary).
+        time step, usage, routed-to-none), ``audit`` (layers whose input is not binary) and
+        ``warnings``: a list of ``{"code", "message", "layers"}`` (``health.ProfileWarning``;
+        codes ``no_spikes``, ``stem_silent``, ``silent_layers``), empty when every spiking
+        layer fired; the silent layers are also listed in ``firing["silent_layers"]``.
     """
     costs = cost_table(table)
     if batch_size < 1 or spread_samples < 1:
@@ -198,9 +202,11 @@ def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp3
             "layers": [{**r.to_dict(), "dense_macs": r.dense_macs / n, "events": r.events / n}
                        for r in records],
         },
-        "firing": {"mean_rate": rates.mean_rate(), "layers": rates.layers},
+        "firing": {"mean_rate": rates.mean_rate(), "layers": rates.layers,
+                   "silent_layers": silent_layers(rates.layers)},
         "routers": rates.routers,
         "audit": audit(records) if spiking else [],  # an ANN: nothing is meant to be spikes
+        "warnings": [w.to_dict() for w in firing_warnings(rates.layers, n)],
     }
     if labelled:
         out["accuracy"] = {"top1": 100.0 * correct / labelled, "n": labelled}

@@ -3,17 +3,27 @@
 language model, whose perplexity has its own column); SOPs and MACs per inference under the
 ``paper`` convention; energies per inference under both.
 
-A run directory is what ``spikemoe train`` writes: ``config.yaml``, ``summary.json`` and,
-when the run was profiled, ``profile/profile.json``.
+A run directory is what ``spikemoe train`` writes: ``config.yaml``, ``metrics.jsonl``,
+``summary.json`` and, when the run was profiled, ``profile/profile.json``.
+
+Nothing in the table may look better than it is. The ``warnings`` column (and, in markdown,
+``(!)`` on the energy and firing cells it concerns, with the full sentences under the table)
+says when a run's profile measured a dead network (``no_spikes``, ``stem_silent``: see
+``health.py``) or has silent layers, when the run did not finish (no ``summary.json``: its
+figures come from ``metrics.jsonl``, up to the last epoch logged), when it stopped early
+(``run.stop_after_steps``), and when its ``metrics.jsonl`` ends in a torn line.
 """
 from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
-__all__ = ["RUN_COLUMNS", "gather_run", "profile_markdown", "runs_csv", "runs_markdown"]
+from .health import firing_warnings
+from .runlog import read_json_file, read_jsonl
+
+__all__ = ["RUN_COLUMNS", "gather_run", "profile_markdown", "profile_warnings", "runs_csv",
+           "runs_markdown"]
 
 
 def _fmt(v, digits: int = 4) -> str:
@@ -30,8 +40,12 @@ def profile_markdown(p: dict, convention: str = "paper") -> str:
     """The profile of one model as markdown: summary, energy per layer, audit, routers."""
     e = p["energy"][convention]
     other = [c for c in p["energy"] if c != convention]
-    lines = [f"# Profile: {p.get('model', '?')} on {p.get('data', '?')}", "",
-             f"- samples: {p['samples']}, T = {p['T']}; energy spread over "
+    lines = [f"# Profile: {p.get('model', '?')} on {p.get('data', '?')}", ""]
+    for w in profile_warnings(p):  # first, before any figure a reader could take at face value
+        lines += [f"> **Warning ({w['code']})**: {w['message']}", ">"]
+    if lines[-1] == ">":
+        lines[-1] = ""
+    lines += [f"- samples: {p['samples']}, T = {p['T']}; energy spread over "
              f"{e['per_sample_mJ'].get('spread_samples', '?')} x "
              f"{p.get('spread_unit', 'sample (each run alone)')}; parameters: "
              f"{_fmt(p.get('params'))}, weights: {p.get('weights', '?')}",
@@ -68,7 +82,8 @@ def profile_markdown(p: dict, convention: str = "paper") -> str:
               "| --- | ---: | --- |"]
     for name, v in p["firing"]["layers"].items():
         steps = ", ".join(f"{r:.3f}" for r in v["rate_per_step"])
-        lines.append(f"| {name} | {v['rate']:.4f} | {steps} |")
+        silent = " **silent**" if v.get("spikes", 1) == 0 else ""  # 0 spikes over the profile
+        lines.append(f"| {name} | {v['rate']:.4f}{silent} | {steps} |")
     if p.get("routers"):
         lines += ["", "## Routers", "", "| router | experts | rate per expert | routed to none |",
                   "| --- | ---: | --- | ---: |"]
@@ -80,22 +95,52 @@ def profile_markdown(p: dict, convention: str = "paper") -> str:
     return "\n".join(lines) + "\n"
 
 
+def profile_warnings(p: dict) -> list[dict]:
+    """A profile's warnings: its ``warnings`` field, or, for a profile.json written before
+    that field existed, the same warnings derived from its per-layer spike counts."""
+    if "warnings" in p:
+        return list(p["warnings"])
+    layers = p.get("firing", {}).get("layers", {})
+    if not layers or not all("spikes" in v for v in layers.values()):
+        return []
+    return [w.to_dict() for w in firing_warnings(layers, p.get("samples"))]
+
+
 RUN_COLUMNS = ("run", "model", "data", "T", "params", "best_top1", "final_top1",
                "final_perplexity", "sops", "macs", "energy_paper_mJ", "energy_strict_mJ",
-               "mean_firing_rate")
+               "mean_firing_rate", "warnings")
+
+_SHORT = {"no_spikes": "NO SPIKES (dead network)", "stem_silent": "NO SPIKE PASSES THE STEM",
+          "input_shape_mismatch": "input shape mismatch"}
+_DEAD = ("no_spikes", "stem_silent")  # the energy and firing figures do not mean anything
+
+
+def _short(w: dict) -> str:
+    if w["code"] == "silent_layers":
+        return f"{len(w.get('layers', []))} silent layer(s)"
+    return _SHORT.get(w["code"], w["code"])
 
 
 def gather_run(run_dir: str | Path) -> dict:
-    """One row of the results table from a run directory (missing figures are None)."""
+    """One row of the results table from a run directory (missing figures are None).
+
+    The row's ``warnings`` is a short text (empty when there is nothing to say); the full
+    sentences are in ``row["notes"]`` (a list, not a table column) and the profile's
+    warning codes in ``row["warning_codes"]``.
+    """
     import yaml
 
     run = Path(run_dir)
     summary_path, config_path = run / "summary.json", run / "config.yaml"
+    metrics_path = run / "metrics.jsonl"
     if not summary_path.is_file() and not config_path.is_file():
         raise FileNotFoundError(
             f"{run} is not a run directory: expected summary.json and config.yaml written by "
             "`spikemoe train` (e.g. runs/demo).")
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    summary = (read_json_file(summary_path, "It is written by `spikemoe train` at the end of a "
+                              "run; resume the run to write it again, or delete it (the report "
+                              "then reads metrics.jsonl).")
+               if summary_path.is_file() else {})
     cfg = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
     row = dict.fromkeys(RUN_COLUMNS)
     row.update(run=run.name, model=summary.get("model") or cfg.get("model", {}).get("name"),
@@ -103,16 +148,48 @@ def gather_run(run_dir: str | Path) -> dict:
                T=cfg.get("data", {}).get("T"), best_top1=summary.get("best_top1"),
                final_top1=summary.get("final_top1"),
                final_perplexity=summary.get("final_perplexity"))
+    short, notes, codes = [], [], []
+    if metrics_path.is_file():
+        log = read_jsonl(metrics_path)
+        if log.torn_line is not None:
+            short.append("metrics.jsonl: torn last line")
+            notes.append(log.note)
+        if not summary:  # killed (or still running): the last epoch logged is all there is
+            epochs = [r for r in log.records if r.get("kind") == "epoch"]
+            tested = [r for r in epochs if "test/top1" in r]
+            last = epochs[-1]["epoch"] if epochs else 0
+            short.append(f"INCOMPLETE: no summary.json, {last} epoch(s) logged")
+            notes.append(f"{run}: no summary.json: the run did not finish (killed, failed or "
+                         f"still running); top-1 figures are from metrics.jsonl up to epoch "
+                         f"{last}, and 'final' is the last epoch logged, not the schedule's end.")
+            if tested:
+                row.update(best_top1=tested[-1].get("best/top1"),
+                           final_top1=tested[-1]["test/top1"],
+                           final_perplexity=tested[-1].get("test/perplexity"))
+    elif not summary:
+        short.append("INCOMPLETE: no summary.json or metrics.jsonl")
+        notes.append(f"{run}: neither summary.json nor metrics.jsonl: the run never logged.")
+    if summary.get("stopped"):
+        short.append(f"stopped early at step {summary.get('steps')}")
+        notes.append(f"{run}: stopped by run.stop_after_steps at step {summary.get('steps')} "
+                     f"(epoch {summary.get('epochs')}); not the schedule's final figures.")
     prof_path = run / "profile" / "profile.json"
     if prof_path.is_file():
-        p = json.loads(prof_path.read_text())
+        p = read_json_file(prof_path, f"It is written by `spikemoe profile`: run `spikemoe "
+                           f"profile {run} --out {run / 'profile'}` to write it again.")
         row.update(params=p.get("params"), T=p.get("T", row["T"]),
                    sops=p["energy"]["paper"]["sops"], macs=p["energy"]["paper"]["macs"],
                    energy_paper_mJ=p["energy"]["paper"]["per_sample_mJ"]["mean"],
                    energy_strict_mJ=p["energy"]["strict"]["per_sample_mJ"]["mean"],
                    mean_firing_rate=p["firing"]["mean_rate"])
+        warned = profile_warnings(p)  # first in the cell: they concern the figures themselves
+        codes = [w["code"] for w in warned]
+        short = [_short(w) for w in warned] + short
+        notes = [f"{run}: profile: {w['message']}" for w in warned] + notes
     if row["params"] is None and row["model"]:
         row["params"] = _count_params(row["model"], cfg.get("model", {}))
+    row["warnings"] = "; ".join(short)
+    row["notes"], row["warning_codes"] = notes, codes
     return row
 
 
@@ -131,18 +208,37 @@ def _count_params(name: str, model_cfg: dict) -> int | None:
 
 
 def runs_markdown(rows: list[dict]) -> str:
+    """The runs as a markdown table; a run whose profile measured a dead network has ``(!)``
+    on its energy and firing cells, and every run's notes follow the table."""
     head = ("| run | model | data | T | params | best top-1 | final top-1 | perplexity | "
             "SOPs (paper) | MACs (paper) | energy paper (mJ) | energy strict (mJ) | "
-            "mean firing rate |")
-    lines = [head, "| " + " | ".join(["---"] * 3 + ["---:"] * 10) + " |"]
+            "mean firing rate | warnings |")
+    lines = [head, "| " + " | ".join(["---"] * 3 + ["---:"] * 10 + ["---"]) + " |"]
+    flagged = ("sops", "energy_paper_mJ", "energy_strict_mJ", "mean_firing_rate")
     for r in rows:
-        lines.append("| " + " | ".join(_fmt(r[c]) for c in RUN_COLUMNS) + " |")
+        dead = any(c in _DEAD for c in r.get("warning_codes", []))
+        cells = []
+        for c in RUN_COLUMNS:
+            cell = _fmt(r[c]) if c != "warnings" else (f"**{r[c]}**" if r[c] else "")
+            if dead and c in flagged and r[c] is not None:
+                cell += " (!)"
+            cells.append(cell)
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = [n for r in rows for n in r.get("notes", [])]
+    if notes:
+        dead = any(c in _DEAD for r in rows for c in r.get("warning_codes", []))
+        lines += ["", "Warnings" + (" ((!): the energy and firing figures of a network that "
+                                    "does not fire describe no computation)" if dead else "")
+                  + ":", ""]
+        lines += [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
 
 
 def runs_csv(rows: list[dict]) -> str:
+    """The runs as CSV (``RUN_COLUMNS``; ``warnings`` is the short text)."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=RUN_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=RUN_COLUMNS, lineterminator="\n",
+                            extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()

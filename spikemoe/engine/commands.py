@@ -3,6 +3,7 @@
     spikemoe train [CONFIG] [key=value ...]      no CONFIG: the built-in demo (configs/demo.yaml)
     spikemoe train [CONFIG] resume=RUN_DIR       continue a run where it stopped
     spikemoe evaluate CHECKPOINT [--data NAME] [--root DIR] [--split test] [--json]
+                      [--allow-shape-mismatch]
 
 The same command runs under ``torchrun --nproc_per_node=N -m spikemoe train ...``.
 ``spikemoe/cli.py`` calls ``add_engine_parsers(subparsers)``; each handler returns an exit code
@@ -18,17 +19,43 @@ import sys
 
 __all__ = ["add_engine_parsers", "cmd_evaluate", "cmd_train", "main", "resolve_train_config"]
 
-_TRAIN_EPILOG = """\
-keys (section.key=value; a key unique across sections may drop its section, e.g. lr=5e-4):
-  model.name, model.<any create_model override>  e.g. model.embed_dim=64 model.T=4
-  data.name root T size integration augment cache_dir seed batch_size (global)
-       eval_batch_size num_workers skip_corrupt download train_samples test_samples
-  optim.lr weight_decay betas eps clip_grad label_smoothing aux_weight tet tet_lambda
-        tet_means tet_module ema_decay
-  schedule.epochs warmup_epochs cooldown_epochs warmup_lr min_lr update (epoch|step)
-  augment.mixup_alpha cutmix_alpha prob switch_prob off_epoch
-  run.out_dir name resume seed device precision eval_every save_every_steps
-      stop_after_steps log_every progress tensorboard sync_bn find_unused_parameters
+
+_KEY_NOTES = {("data", "batch_size"): "(global)"}
+
+
+def _config_keys_help(width: int = 92) -> str:
+    """Every config key, section by section, read from the dataclasses themselves (so no key
+    can be missing from ``train --help``), with its choices; lines of at most ``width``."""
+    import dataclasses
+
+    from .config import SECTIONS
+
+    lines = ["keys (section.key=value; a key unique across sections may drop its section, "
+             "e.g. lr=5e-4):",
+             "  model.name, model.<any create_model override>  e.g. model.embed_dim=64 model.T=4"]
+    for section, cls in SECTIONS.items():
+        if section == "model":  # name + free-form overrides: the line above
+            continue
+        words = []
+        for f in dataclasses.fields(cls):
+            word = f.name
+            if "choices" in f.metadata:
+                word += f" ({'|'.join(f.metadata['choices'])})"
+            if (section, f.name) in _KEY_NOTES:
+                word += f" {_KEY_NOTES[section, f.name]}"
+            words.append(word)
+        line, indent = f"  {section}.", " " * (len(section) + 3)
+        for i, word in enumerate(words):  # greedy wrap; a word (with its choices) never splits
+            if i and len(line) + 1 + len(word) > width:
+                lines.append(line)
+                line = indent + word
+            else:
+                line += ("" if i == 0 else " ") + word
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+_TRAIN_EXAMPLES = """\
 examples:
   spikemoe train                                         the demo on digits-dvs
   spikemoe train configs/cifar10dvs_spikformer_semm_2_256.yaml data.root=/data
@@ -92,6 +119,8 @@ def _profile_run(run_dir: str, samples: int, progress: bool) -> None:
         print(f"spikemoe train: profiling the best checkpoint failed ({type(e).__name__}: {e}); "
               f"run `spikemoe profile {run_dir} --out {out}` to retry.", file=sys.stderr)
         return
+    for w in result.get("warnings", []):  # a dead network: said before its energies
+        print(f"spikemoe train: profile warning ({w['code']}): {w['message']}", file=sys.stderr)
     e = result["energy"]
     print(f"profile of the best checkpoint ({result['samples']} test samples): "
           f"{e['paper']['per_sample_mJ']['mean']:.4g} mJ per inference (paper), "
@@ -104,7 +133,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_checkpoint
 
     r = evaluate_checkpoint(args.checkpoint, data=args.data, root=args.root, split=args.split,
-                            batch_size=args.batch_size, use_ema=args.ema, device=args.device)
+                            batch_size=args.batch_size, use_ema=args.ema, device=args.device,
+                            allow_shape_mismatch=args.allow_shape_mismatch)
+    if "input_shape_mismatch" in r:  # asked for; said first, so no one reads the line alone
+        m = r["input_shape_mismatch"]
+        print(f"warning: evaluated on inputs of shape {m['data']}, not the model's {m['model']} "
+              f"({'; '.join(m['differences'])}; --allow-shape-mismatch): the figures below are "
+              "not the model's accuracy on its recipe's input.", file=sys.stderr)
     if args.json:
         print(json.dumps(r))
         return 0
@@ -124,7 +159,8 @@ def add_engine_parsers(subparsers) -> None:
         description="Train a model. CONFIG is a YAML file (configs/*.yaml); without one the "
                     "built-in demo runs. key=value items override the config.",
         usage="%(prog)s [-h] [CONFIG] [key=value ...]",
-        epilog=_TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=_config_keys_help() + _TRAIN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("items", nargs="*", metavar="CONFIG | key=value",
                    help="a YAML config path first (optional), then key=value overrides")
     p.set_defaults(func=cmd_train)
@@ -143,6 +179,9 @@ def add_engine_parsers(subparsers) -> None:
     p.add_argument("--ema", action="store_true", help="use the EMA weights")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--allow-shape-mismatch", action="store_true", dest="allow_shape_mismatch",
+                   help="evaluate even when the data's samples differ in size or T from the "
+                        "model's input_shape (refused otherwise); the result records it")
     p.set_defaults(func=cmd_evaluate)
 
 

@@ -7,6 +7,12 @@ mean token cross-entropy (nats), top-1/top-5 are next-token accuracies, and ``pe
 ``evaluate_model`` runs one pass over a (sharded) loader and sums over ranks, so the numbers
 cover every test sample exactly once on 1 or N processes. ``evaluate_checkpoint`` rebuilds
 the model and the data from the config stored in a checkpoint (``spikemoe evaluate``).
+
+A model states the input of its recipe as ``model.input_shape`` (one sample: ``[T, C, H, W]``
+frames, or ``[N]`` byte ids). Data of another size or T is refused by ``check_input_shape``
+(before the dataset is built, and again on its first sample) unless the caller allows it
+(``--allow-shape-mismatch``): a model fed 128x128 frames it was never trained on still prints
+an accuracy, and that number is not the model's.
 """
 from __future__ import annotations
 
@@ -24,8 +30,15 @@ from .distributed import all_reduce_sum, init_distributed
 from .loaders import build_eval_loader, create_split
 from .losses import token_view, topk_correct
 
-__all__ = ["MetricSums", "check_num_classes", "evaluate_checkpoint", "evaluate_model",
+__all__ = ["InputShapeError", "MetricSums", "check_input_shape", "check_num_classes",
+           "data_sample_shape", "evaluate_checkpoint", "evaluate_model", "first_sample_shape",
            "load_model_weights", "load_run_model"]
+
+ALLOW_FLAG = "--allow-shape-mismatch"
+
+
+class InputShapeError(ValueError):
+    """Data whose samples do not have the model's recipe shape (``model.input_shape``)."""
 
 
 class MetricSums:
@@ -114,6 +127,90 @@ def check_num_classes(model: nn.Module, num_classes: int, data_name: str) -> Non
                          f"set model.num_classes={num_classes}.")
 
 
+def data_sample_shape(data_cfg) -> tuple[int, ...] | None:
+    """The shape of one sample that ``data_cfg`` (a ``DataConfig``) will give, from the
+    dataset's registered facts, before anything is built: events ``(T, C, H, W)``, images
+    ``(C, H, W)``, text ``(T,)``; ``size`` null = the dataset's native size. None when the
+    dataset kind is not one of these."""
+    from spikemoe.data import dataset_info
+
+    info = dataset_info(data_cfg.name)
+    size = data_cfg.size
+    if size is None:
+        hw = tuple(info.native_size)
+    elif isinstance(size, int):
+        hw = (size, size)
+    else:
+        hw = tuple(size)
+    if info.kind == "events":
+        return (int(data_cfg.T), info.in_channels, *map(int, hw))
+    if info.kind == "images":
+        return (info.in_channels, *map(int, hw))
+    if info.kind == "text":
+        return (int(data_cfg.T),)
+    return None
+
+
+def _shape_differences(model_shape: tuple, data_shape: tuple) -> list[str]:
+    """What differs between a model's ``input_shape`` and one sample's shape, in words
+    (empty when they fit; a static ``[C, H, W]`` image fits ``[T, C, H, W]``: the model
+    repeats it T times)."""
+    m, d = tuple(model_shape), tuple(data_shape)
+    if len(m) == 4 and len(d) == 3:
+        m = m[1:]
+    if m == d:
+        return []
+    if len(m) != len(d):
+        return [f"{len(d)}-d samples where the model takes {len(m)}-d ones"]
+    out = []
+    if len(m) == 1:
+        out.append(f"windows of {d[0]} tokens instead of {m[0]}")
+        return out
+    if len(m) == 4 and m[0] != d[0]:
+        out.append(f"T = {d[0]} time steps instead of {m[0]}")
+    if m[-3] != d[-3]:
+        out.append(f"{d[-3]} channels instead of {m[-3]}")
+    if m[-2:] != d[-2:]:
+        out.append(f"size {d[-2]}x{d[-1]} instead of {m[-2]}x{m[-1]}")
+    return out
+
+
+def check_input_shape(model: nn.Module, data_shape, data_name: str, *,
+                      allow: bool = False, source: str = "the model") -> dict | None:
+    """Refuse data whose samples differ from the model's recipe input.
+
+    Args:
+        model: a model with ``input_shape`` (one sample, ``[T, C, H, W]`` or ``[N]``); a model
+            without it is not checked.
+        data_shape: one sample's shape (without batch axis), or None (not known: no check).
+        data_name: the data, in words, for the message (e.g. ``"cifar10-dvs test"``).
+        allow: the user asked to run anyway (``--allow-shape-mismatch``).
+        source: where the model comes from, for the message (a checkpoint path).
+    Returns:
+        None when the shapes fit; with ``allow``, a JSON-ready record of the mismatch
+        (``{"model": [...], "data": [...], "differences": [...]}``) for the result to carry.
+    Raises:
+        InputShapeError: the shapes differ and ``allow`` is False; the message names both
+        shapes, what differs, and the flag that runs it anyway.
+    """
+    model_shape = getattr(model, "input_shape", None)
+    if model_shape is None or data_shape is None:
+        return None
+    diffs = _shape_differences(tuple(model_shape), tuple(data_shape))
+    if not diffs:
+        return None
+    record = {"model": list(model_shape), "data": list(data_shape), "differences": diffs}
+    if allow:
+        return record
+    raise InputShapeError(
+        f"{source} takes samples of shape {list(model_shape)} (its recipe's input_shape, "
+        f"{'[N] byte ids' if len(model_shape) == 1 else '[T, C, H, W]'}), but {data_name} "
+        f"gives {list(data_shape)}: {'; '.join(diffs)}. A model fed inputs it was not trained "
+        "on still prints an accuracy, but it is not this model's. Use data of the model's "
+        "shape (the run's own dataset: leave out --data; or a dataset with the same frames), "
+        f"or pass {ALLOW_FLAG} to run it anyway (the result then records the mismatch).")
+
+
 def load_model_weights(model: nn.Module, state: dict, source: str) -> None:
     """``model.load_state_dict(state)``, with a message a person can act on when it does not fit."""
     try:
@@ -127,12 +224,15 @@ def load_model_weights(model: nn.Module, state: dict, source: str) -> None:
 
 
 def load_run_model(checkpoint: str | Path, *, data: str | None = None, root: str | None = None,
-                   use_ema: bool = False) -> tuple[Path, dict, object, nn.Module]:
+                   use_ema: bool = False, allow_shape_mismatch: bool = False
+                   ) -> tuple[Path, dict, object, nn.Module]:
     """A checkpoint's model with its weights, and its stored config (data overridable).
 
     Args:
         checkpoint: a ``.pt`` file, or a run directory (its ``best.pt``, else ``last.pt``).
-        data / root: another dataset name / data folder than the run's (same classes: checked).
+        data / root: another dataset name / data folder than the run's (same classes: checked;
+            same sample shape as the model's ``input_shape``: checked from the dataset's facts,
+            before anything is built, unless ``allow_shape_mismatch``).
         use_ema: the EMA weights (the run must have had ``optim.ema_decay``).
     Returns:
         ``(checkpoint path, checkpoint state, TrainConfig, model on the CPU)``.
@@ -157,13 +257,29 @@ def load_run_model(checkpoint: str | Path, *, data: str | None = None, root: str
                    if k.startswith("module.")}
     load_model_weights(model, weights, str(path))
     check_num_classes(model, dataset_info(cfg.data.name).num_classes, cfg.data.name)
+    check_input_shape(model, data_sample_shape(cfg.data), _data_words(cfg.data),
+                      allow=allow_shape_mismatch, source=f"{cfg.model.name} (from {path})")
     return path, state, cfg, model
+
+
+def _data_words(data_cfg, split: str | None = None) -> str:
+    size = "native size" if data_cfg.size is None else f"size={data_cfg.size}"
+    return (f"{data_cfg.name}{' ' + split if split else ''} (data.T={data_cfg.T}, "
+            f"{size})")
+
+
+def first_sample_shape(dataset) -> tuple[int, ...] | None:
+    """The shape of ``dataset[0]``'s input (None for an empty dataset)."""
+    if len(dataset) == 0:
+        return None
+    x = dataset[0][0]
+    return tuple(x.shape) if torch.is_tensor(x) else None
 
 
 def evaluate_checkpoint(checkpoint: str | Path, *, data: str | None = None,
                         root: str | None = None, split: str = "test",
                         batch_size: int | None = None, use_ema: bool = False,
-                        device: str = "auto") -> dict:
+                        device: str = "auto", allow_shape_mismatch: bool = False) -> dict:
     """Rebuild the model and dataset from a checkpoint's stored config and evaluate it.
 
     Args:
@@ -171,18 +287,35 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data: str | None = None,
         data / root: evaluate on another dataset name / data folder than the run's.
         split: 'test' or 'train'.
         use_ema: the EMA weights (the run must have had ``optim.ema_decay``).
+        allow_shape_mismatch: evaluate even when the data's samples differ from the model's
+            ``input_shape`` (size or T); the result then carries ``input_shape_mismatch``.
     Returns:
-        ``evaluate_model``'s dict plus ``checkpoint``, ``epoch``, ``step``, ``model``, ``data``.
+        ``evaluate_model``'s dict plus ``checkpoint``, ``epoch``, ``step``, ``model``, ``data``
+        (and ``input_shape_mismatch``: model and data shapes, when allowed and different).
+    Raises:
+        InputShapeError: the data's samples differ from the model's recipe input.
     """
     if split not in ("test", "train"):
         raise ValueError(f"split must be 'test' or 'train', got {split!r}")
-    path, state, cfg, model = load_run_model(checkpoint, data=data, root=root, use_ema=use_ema)
+    path, state, cfg, model = load_run_model(checkpoint, data=data, root=root, use_ema=use_ema,
+                                             allow_shape_mismatch=allow_shape_mismatch)
     if batch_size is not None:
         cfg.data.eval_batch_size = batch_size
     dist = init_distributed(device)
-    model.to(dist.device)
     dataset = create_split(cfg.data, split, augment=False)
+    if len(dataset) == 0:  # a top-1 of 0.00% over no sample is not a result
+        raise ValueError(f"the {split} split of {cfg.data.name} is empty (root "
+                         f"{cfg.data.root}): nothing to evaluate. Use --split train, or data "
+                         "with a held-out part (`spikemoe data verify NAME --root DIR`).")
+    # the facts predicted the shape; the first real sample confirms it
+    mismatch = check_input_shape(model, first_sample_shape(dataset), _data_words(cfg.data, split),
+                                 allow=allow_shape_mismatch,
+                                 source=f"{cfg.model.name} (from {path})")
+    model.to(dist.device)
     loader = build_eval_loader(dataset, cfg.data, dist)
     result = evaluate_model(model, loader, dist.device)
-    return {"checkpoint": str(path), "epoch": state.get("epoch"), "step": state.get("step"),
-            "model": cfg.model.name, "data": cfg.data.name, "split": split, **result}
+    out = {"checkpoint": str(path), "epoch": state.get("epoch"), "step": state.get("step"),
+           "model": cfg.model.name, "data": cfg.data.name, "split": split, **result}
+    if mismatch is not None:
+        out["input_shape_mismatch"] = mismatch
+    return out
