@@ -336,8 +336,8 @@ def test_a_torn_last_metrics_line_is_dropped_and_a_bad_middle_line_named(tmp_pat
     assert "is cut short" in (tmp_path / "r" / "train.log").read_text()
     lines = metrics.read_text().splitlines()
     assert all(json.loads(line) for line in lines)
-    metrics.write_text(lines[0] + "\nnot json\n" + "\n".join(lines[1:]) + "\n")
-    with pytest.raises(ValueError, match=r"metrics\.jsonl: line 2 is not a JSON record"):
+    metrics.write_text(lines[0] + "\nnot json\n" + lines[0] + "\n")  # damage mid-file
+    with pytest.raises(ValueError, match=r"metrics\.jsonl, line 2 of .*not valid JSON"):
         read_metrics(metrics)
 
 
@@ -353,3 +353,12 @@ def test_a_model_that_declares_sigmoid_cross_entropy_trains_on_it(tmp_path):
     assert t.criterion(logits, targets).item() == pytest.approx(4 * 0.6931471805599453)
     assert t.criterion(logits, targets).item() == sigmoid_cross_entropy(logits, targets).item()
     t.close()
+
+
+def test_training_refuses_data_of_another_size_than_the_model(tmp_path):
+    cfg = load_config(None, [f"run.out_dir={tmp_path}", "model.name=test_spikformer",
+                             "model.num_classes=10", "data.T=2", "data.size=32"])
+    with pytest.raises(ValueError, match=r"takes samples of shape \[2, 2, 16, 16\].*"
+                                         r"size 32x32 instead of 16x16.*model\.img_size"):
+        Trainer(cfg)
+    assert list(tmp_path.iterdir()) == []  # refused before a run folder was claimed

@@ -37,38 +37,13 @@ def _jsonable(value):
     return value
 
 
-def parse_metrics_lines(path: str | Path) -> tuple[list[tuple[str, dict]], str | None]:
-    """The ``(line, record)`` pairs of a ``metrics.jsonl`` and a note about a torn last line.
-
-    A run killed mid-write can leave its LAST line cut short: that line is dropped and the
-    note says so. A bad line anywhere else is not a kill: ``ValueError`` names file and line.
-    """
-    path = Path(path)
-    lines = path.read_text().splitlines()
-    pairs, note = [], None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            if not isinstance(record, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as e:
-            if number == len(lines):
-                note = (f"{path}: line {number} (the last) is cut short, as a killed run leaves "
-                        "it; it was dropped")
-                break
-            raise ValueError(f"{path}: line {number} is not a JSON record ({e}); the file was "
-                             "edited or damaged: fix or delete that line.") from None
-        pairs.append((line, record))
-    return pairs, note
-
-
 def read_metrics(path: str | Path, kind: str | None = None) -> list[dict]:
-    """The records of a ``metrics.jsonl`` (of one ``kind``), in order (a torn last line, left
-    by a killed run, is skipped; see ``parse_metrics_lines``)."""
-    rows = [record for _, record in parse_metrics_lines(path)[0]]
-    return [r for r in rows if kind is None or r.get("kind") == kind]
+    """The records of a ``metrics.jsonl`` (of one ``kind``), in order. A torn last line, as a
+    killed run leaves it, is skipped; a damaged line elsewhere raises ``RunFileError`` naming
+    file and line (``spikemoe.analysis.read_jsonl``)."""
+    from spikemoe.analysis.runlog import read_jsonl
+
+    return read_jsonl(path, kind).records
 
 
 class RunLogger:
@@ -96,9 +71,11 @@ class RunLogger:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         metrics = self.run_dir / "metrics.jsonl"
         if resume_step is not None and metrics.exists():
-            pairs, note = parse_metrics_lines(metrics)
-            self.notes += [note] if note else []
-            keep = [line for line, record in pairs if record.get("step", 0) <= resume_step]
+            from spikemoe.analysis.runlog import read_jsonl
+
+            log = read_jsonl(metrics)
+            self.notes += [log.note] if log.note else []
+            keep = [json.dumps(r) for r in log.records if r.get("step", 0) <= resume_step]
             tmp = metrics.with_suffix(".jsonl.tmp")
             tmp.write_text("".join(line + "\n" for line in keep))
             os.replace(tmp, metrics)

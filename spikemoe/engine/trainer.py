@@ -50,7 +50,15 @@ from .checkpoint import (
 from .config import TrainConfig, config_to_dict, save_config
 from .distributed import all_gather_objects, all_reduce_sum, broadcast_object, init_distributed
 from .ema import build_ema
-from .evaluate import MetricSums, check_num_classes, evaluate_model, load_model_weights
+from .evaluate import (
+    InputShapeError,
+    MetricSums,
+    check_input_shape,
+    check_num_classes,
+    data_sample_shape,
+    evaluate_model,
+    load_model_weights,
+)
 from .loaders import DataBundle, build_datasets, build_eval_loader, build_train_loader, local_batch
 from .logging import RunLogger, read_metrics
 from .losses import StepLogits, TETLoss, token_view, topk_correct
@@ -113,6 +121,8 @@ class Trainer:
 
             model = create_model(cfg.model.name, **cfg.model.kwargs)
         check_num_classes(model, self.data.num_classes, cfg.data.name)
+        if data is None:  # data built from cfg.data: its frames must be what the model takes
+            _check_data_fits_model(model, cfg)
         if run.memopt:  # SpikingJelly's memopt (engine/memopt.py), before a run folder and DDP
             from .memopt import apply_memopt, example_batch
 
@@ -546,6 +556,20 @@ class Trainer:
             self.tet.remove()
             self.tet = None
         self.logger.close()
+
+
+def _check_data_fits_model(model: nn.Module, cfg: TrainConfig) -> None:
+    """Refuse a run whose data samples differ from the model's ``input_shape`` (size, T,
+    channels): it would train, but evaluate and profile would then refuse its own model."""
+    try:
+        check_input_shape(model, data_sample_shape(cfg.data), f"data {cfg.data.name}",
+                          source=f"model {cfg.model.name}")
+    except InputShapeError as e:
+        words = str(e).split(" A model fed inputs")[0]
+        raise InputShapeError(
+            f"{words}. Make them agree before training: set the data to the model's shape "
+            "(data.size=[H,W], data.T=N) or the model to the data's (model.img_size=[H,W], "
+            "model.T=N; any multiple of the stem's patch size works).") from None
 
 
 def _classifier_loss(model: nn.Module, label_smoothing: float):
