@@ -71,9 +71,12 @@ def test_the_real_recordings_are_shipped_with_their_origin():
 
 
 def test_tests_cache_outside_the_users_home():
+    """conftest's private caches: frames and compiled kernels go to temporary folders."""
     from spikemoe.data.cache import default_cache_dir
+    from spikemoe.kernels.build_util import cache_dir as kernel_cache_dir
 
-    assert Path.home() / ".cache" not in default_cache_dir().parents  # conftest's private cache
+    for folder in (default_cache_dir(), kernel_cache_dir()):
+        assert Path.home() / ".cache" not in folder.parents
 
 
 # ------------------------------------------------------------------ 2. one run, one folder
@@ -123,13 +126,14 @@ def test_two_concurrent_train_processes_get_two_run_directories(tmp_path):
 
     for split in ("train", "test"):  # the session's frame cache: built once, or already there
         create_dataset("digits-dvs", split, T=2, size=16)
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    env = {**os.environ, "SPIKEMOE_RUN_STAMP": "same-second"}  # both generate the same name
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
              for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1].decode()[-2000:] for o in outs]
     runs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
-    assert len(runs) == 2
+    base = "test_spikformer-digits-dvs-same-second"
+    assert [r.name for r in runs] == [base, base + "-2"]  # collided, and the second one moved
     for run in runs:
         assert (run / "checkpoints" / "last.pt").is_file()
         assert len(read_metrics(run / "metrics.jsonl", "final")) == 1
@@ -263,11 +267,15 @@ class _NaNInput(torch.utils.data.Dataset):
         return (x * float("nan"), y) if i == self.bad else (x, y)
 
 
-def test_a_nan_input_stops_training_before_any_save(tmp_path):
+@pytest.mark.parametrize("model", [None, TinyANN], ids=["spiking", "ann"])
+def test_a_nan_input_stops_training_before_any_save(tmp_path, model):
+    """A spiking model swallows NaN (NaN >= V_th is False), an ANN turns it into a NaN loss:
+    both are reported as the input's fault, with the data advice."""
     bundle = synthetic_bundle()
     bundle.train = _NaNInput(bundle.train, bad=0)  # in whichever batch it lands
-    with pytest.raises(NonFiniteLossError, match="an input batch held NaN/inf values"):
-        Trainer(_cfg(tmp_path), data=bundle).fit()
+    with pytest.raises(NonFiniteLossError, match="an input batch held NaN/inf values .*check "
+                                                 "the data"):
+        Trainer(_cfg(tmp_path), data=bundle, model=model() if model else None).fit()
     assert not (tmp_path / "r" / "checkpoints" / "last.pt").exists() or all(
         torch.isfinite(v).all() for v in load_checkpoint(
             tmp_path / "r" / "checkpoints" / "last.pt")["model"].values()

@@ -98,7 +98,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         cleanup_distributed()
     if int(os.environ.get("RANK", "0")) == 0:
-        if cfg.run.profile_samples > 0 and not summary.get("stopped"):
+        if cfg.run.profile_samples > 0 and not summary.get("stopped") \
+                and not summary.get("already_finished"):  # its profile/ is there already
             _profile_run(summary["run_dir"], cfg.run.profile_samples, cfg.run.progress)
         print(json.dumps(summary))
     return 0

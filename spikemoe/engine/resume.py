@@ -11,8 +11,9 @@ A checkpoint stores the config it was trained with. ``resume=RUN`` with a config
 * a listed key is applied for real: ``optim.lr`` and ``schedule.*`` re-base the restored
   ``LambdaLR`` and set the current learning rate from the new schedule at the current step;
   ``optim.weight_decay`` / ``betas`` / ``eps`` are written into the restored optimiser's
-  parameter groups; the others (loss, data, augmentation, seed) are read from the config when
-  the run is rebuilt. The trainer records the changes in ``metrics.jsonl`` and ``train.log``.
+  parameter groups; the others (loss, data, augmentation) are read from the config when the
+  run is rebuilt; ``run.seed`` changes the batch order from the next epoch on (the random
+  streams themselves resume from the checkpoint). The trainer records the changes in ``metrics.jsonl`` and ``train.log``.
 * model keys, ``data.batch_size`` and ``data.name`` can never change on resume (the weights
   and the step count would not match): listing them is refused too.
 """

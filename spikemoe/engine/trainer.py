@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -71,8 +72,10 @@ from .schedule import build_scheduler
 __all__ = ["NonFiniteLossError", "Trainer", "train"]
 
 FORMAT = 1  # checkpoint layout version
-_BAD_WHAT = {0: "a value became NaN/inf", 1: "the loss became NaN/inf",
-             2: "an input batch held NaN/inf values", 3: "the gradients became NaN/inf"}
+# what went non-finite: code -> (event kind, words); recorded on the device by code
+_BAD = {1: ("loss", "the loss became NaN/inf"), 2: ("input", "an input batch held NaN/inf values"),
+        3: ("gradients", "the gradients became NaN/inf"), 4: ("weights", "the weights became NaN/inf")}
+_NONE = 1 << 62  # "nothing bad yet", larger than any step * 8 + code
 
 
 class NonFiniteLossError(RuntimeError):
@@ -171,8 +174,8 @@ class Trainer:
         self.sequence_task = False  # set by the first step whose logits are [B, N, V]
         self.best = {"top1": None, "epoch": None}
         self._new_sums()
-        self._bad_step = torch.full((), -1, dtype=torch.int64, device=self.device)
-        self._bad_what = torch.zeros((), dtype=torch.int64, device=self.device)  # _BAD_WHAT
+        # first bad step * 8 + its _BAD code (on the device: no sync per step), or _NONE
+        self._bad = torch.full((), _NONE, dtype=torch.int64, device=self.device)
         if ckpt is not None:
             self._load_state(ckpt, ckpt_path)
         self.logger = RunLogger(self.run_dir, enabled=dist.is_main, tensorboard=run.tensorboard,
@@ -200,7 +203,7 @@ class Trainer:
         """Rank 0 claims a new run directory (``run_dir.claim_run_dir``); all ranks get it."""
         run = self.cfg.run
         name = run.name or (f"{self.cfg.model.name}-{self.cfg.data.name}-"
-                            f"{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+                            f"{os.environ.get('SPIKEMOE_RUN_STAMP') or _stamp()}")
         claimed: str = ""
         if self.dist.is_main:
             try:
@@ -304,7 +307,7 @@ class Trainer:
         if bool(bad):
             names = [n for n, t in (*self.model.named_parameters(), *self.model.named_buffers())
                      if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-            self._raise_non_finite(self.step, f"the weights became NaN/inf ({', '.join(names[:5])}"
+            self._raise_non_finite(self.step, 4, f" ({', '.join(names[:5])}"
                                    f"{', ...' if len(names) > 5 else ''})")
 
     # ---------------------------------------------------------------- one step
@@ -321,17 +324,17 @@ class Trainer:
             else:
                 task = self.criterion(*token_view(logits, targets))  # per token for LMs
             loss = task + self.cfg.optim.aux_weight * out.aux_loss.float()
-        self._flag(~torch.isfinite(loss.detach()), 1)
-        if x.is_floating_point():
+        if x.is_floating_point():  # first: a NaN input makes the loss NaN too
             self._flag(~torch.isfinite(x).all(), 2)
+        self._flag(~torch.isfinite(loss.detach()), 1)
         self.scaler.scale(loss).backward()
         return loss.detach(), out
 
-    def _flag(self, bad: torch.Tensor, what: int) -> None:
-        """Record (on the device, no sync) the first step where ``bad`` held, and what it was."""
-        first = bad & (self._bad_step < 0)
-        self._bad_step = torch.where(first, self.step + 1, self._bad_step)
-        self._bad_what = torch.where(first, what, self._bad_what)
+    def _flag(self, bad: torch.Tensor, code: int) -> None:
+        """Record (on the device, no sync) the first step where ``bad`` held, and what it was
+        (``_BAD`` code)."""
+        first = bad & (self._bad == _NONE)
+        self._bad = torch.where(first, (self.step + 1) * 8 + code, self._bad)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
         """One optimiser step on a batch; returns the loss (on the device, not synchronised)."""
@@ -366,26 +369,26 @@ class Trainer:
     def check_finite(self) -> None:
         """Raise ``NonFiniteLossError`` if any rank's loss, input batch or gradients have been
         NaN/inf since the start."""
-        bad = torch.stack([self._bad_step, self._bad_what])
-        if self.dist.distributed:
-            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
-        step, what = (int(v) for v in bad)
-        if step < 0:
+        bad = self._bad.clone()
+        if self.dist.distributed:  # the earliest bad step over the ranks, with its code
+            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MIN)
+        value = int(bad)
+        if value == _NONE:
             return
-        self._raise_non_finite(step, _BAD_WHAT[what])
+        self._raise_non_finite(value // 8, value % 8)
 
-    def _raise_non_finite(self, step: int, what: str) -> None:
+    def _raise_non_finite(self, step: int, code: int, detail: str = "") -> None:
         last = self.run_dir / "checkpoints" / "last.pt"
         kept = (f"The last good checkpoint is {last}; resume from it (resume={self.run_dir}) "
                 if last.exists() else "No checkpoint was written before it; start again ")
         epoch, batch = divmod(max(step, 1) - 1, self.steps_per_epoch)
+        kind, what = _BAD[code]
         fix = ("check the data: an input batch held NaN/inf values (data.skip_corrupt does not "
-               "catch those; inspect the files or the cache)" if "input" in what else
+               "catch those; inspect the files or the cache)" if kind == "input" else
                "with a lower optim.lr, optim.clip_grad set, or run.precision=fp32")
-        message = (f"{what} at step {step} (epoch {epoch + 1}, batch {batch + 1} of "
+        message = (f"{what}{detail} at step {step} (epoch {epoch + 1}, batch {batch + 1} of "
                    f"{self.steps_per_epoch}); training stopped and nothing was saved after it. "
                    f"{kept}{fix}.")
-        kind = next(k for k in ("loss", "input", "gradients", "weights", "value") if k in what)
         self.logger.write("event", step, {"event": f"non_finite_{kind}", "message": message})
         raise NonFiniteLossError(message, step)
 
@@ -518,7 +521,7 @@ class Trainer:
         if isinstance(summary, dict) and not summary.get("stopped"):
             self.logger.info(f"run {self.run_dir} already finished ({self.epoch}/"
                              f"{self.total_epochs} epochs); nothing to train. Its summary: {path}")
-            return summary
+            return {**summary, "already_finished": True}  # the key is not written to disk
         epochs = [r for r in read_metrics(self.run_dir / "metrics.jsonl", "epoch")
                   if "samples_per_s" in r] if (self.run_dir / "metrics.jsonl").exists() else []
         return self._summary(self.evaluate(), start,
@@ -556,6 +559,12 @@ class Trainer:
             self.tet.remove()
             self.tet = None
         self.logger.close()
+
+
+def _stamp() -> str:
+    """The time part of a generated run name (``$SPIKEMOE_RUN_STAMP`` overrides it: two runs
+    given the same stamp must still get two folders)."""
+    return datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
 def _check_data_fits_model(model: nn.Module, cfg: TrainConfig) -> None:
