@@ -180,3 +180,25 @@ def test_the_references_head_formulation_trains(name):
         if not pname.startswith("patch_embed"):
             assert p.grad is not None and torch.isfinite(p.grad).all(), pname
     assert all(model.get_parameter(n).grad.abs().sum() > 0 for n in heads)
+
+
+def test_topk_ranks_by_the_unsaturated_score_not_by_position():
+    """At beta 100, g is exactly 1.0 in float32 for CE = 0.2, 0.9 and 0.5 alike; ranking by
+    ``score = -log(1 - g)`` keeps the order of CE. d = 1, dx = 1: D_st = 1, CU = 1 - 1.1 < 0;
+    D_ch = (1 - dx_hat)^2 = 1 + log(1.025) - CE, so CE = [0.2, 0.9, 0.5, 0.3]."""
+    from spikemoe.moe.token_selection import topk_mask
+
+    ce = torch.tensor([0.2, 0.9, 0.5, 0.3])
+    d_ch = 1 + math.log(1.025) - ce
+    dx = torch.ones(1, 4, 1)
+    dx_hat = dx - d_ch.sqrt()[None, :, None]
+    gate = SurpriseGate(beta_warmup_steps=0, beta_ramp_steps=1).eval()
+    gate.step.fill_(1)  # beta 100
+    out = gate(dx, dx_hat)
+    torch.testing.assert_close(out.ce[0], ce, atol=1e-5, rtol=0)
+    assert (out.g[0] == 1.0).all()  # saturated: a top-k on g could only pick by position
+    assert topk_mask(out.score, 0.5, True)[0].tolist() == [False, True, True, False]
+    # the score is -log(1 - g) where g is representable: same order as g
+    mid = SurpriseGate(beta_schedule="constant", beta_ce_start=1.0, beta_cu_start=1.0).eval()
+    o = mid(dx, dx_hat)
+    torch.testing.assert_close(o.score, -torch.log1p(-o.g), atol=1e-5, rtol=1e-5)

@@ -178,10 +178,11 @@ class SubjectiveDepthTransformer(CausalSequenceModel):
         self.routed_layers = tuple(range(1, self.depth, 2))
         self.init_weights()
 
-    def teacher_mask(self, g: torch.Tensor) -> torch.Tensor:
+    def teacher_mask(self, gate: GateOutput) -> torch.Tensor:
+        """Top-k by ``gate.score`` (the order of g, unsaturated), or g above the threshold."""
         if self.selection == "topk":
-            return topk_mask(g, self.gamma, self.topk_min_one)
-        return threshold_mask(g, self.threshold)
+            return topk_mask(gate.score, self.gamma, self.topk_min_one)
+        return threshold_mask(gate.g, self.threshold)
 
     def choose(self, i: int, teacher: torch.Tensor, logits: torch.Tensor,
                select: dict | None) -> torch.Tensor:
@@ -207,7 +208,7 @@ class SubjectiveDepthTransformer(CausalSequenceModel):
                 continue
             # [B, N], on the detached pair input (or the decision layer's output)
             logits = layer.router(pair_input if self.router_input == "pair_input" else h)
-            teacher = self.teacher_mask(gate.g)
+            teacher = self.teacher_mask(gate)
             mask = self.choose(i, teacher, logits, select)
             routing.append(router_loss(logits, teacher))
             if self.selection == "threshold":

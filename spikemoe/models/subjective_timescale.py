@@ -139,8 +139,8 @@ class SubjectiveTimescaleTransformer(CausalSequenceModel):
             if self.training or self.eval_selection == "teacher":
                 gate, tpn_loss = layer.teacher(h, positions)
                 g = gate.g
-                teacher = (topk_mask(g, self.gamma, self.topk_min_one) if self.selection == "topk"
-                           else threshold_mask(g, self.threshold))
+                teacher = (topk_mask(gate.score, self.gamma, self.topk_min_one)  # order of g
+                           if self.selection == "topk" else threshold_mask(g, self.threshold))
                 mask = teacher
                 tpn.append(tpn_loss)
                 routing.append(router_loss(logits, teacher))

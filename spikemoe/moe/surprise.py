@@ -136,13 +136,20 @@ def causal_moving_average(d: torch.Tensor, window: int = 100) -> torch.Tensor:
 
 
 class GateOutput(NamedTuple):
-    """``g``, and its parts, each ``[B, N]``."""
+    """``g``, and its parts, each ``[B, N]``.
+
+    ``score`` ranks tokens in the order of ``g`` without float32 saturation, for top-k:
+    ``-log(1 - g) = softplus(b_ce CE) + softplus(b_cu CU)`` for the OR gate, ``b_ce CE`` for
+    the CE-only gate (both strictly increasing in ``g``). At b = 100, ``g`` rounds to exactly
+    1.0 once CE > ~0.17, and a top-k on ``g`` would break those ties by position.
+    """
 
     g: torch.Tensor
     d_st: torch.Tensor
     d_ch: torch.Tensor
     ce: torch.Tensor
     cu: torch.Tensor
+    score: torch.Tensor
 
 
 class SurpriseGate(nn.Module):
@@ -237,9 +244,10 @@ class SurpriseGate(nn.Module):
             self.step += 1
         s_ce = torch.sigmoid(beta_ce * ce)
         if self.gate_mode == "ce":
-            return GateOutput(s_ce, d_st, d_ch, ce, cu)
+            return GateOutput(s_ce, d_st, d_ch, ce, cu, beta_ce * ce)
         s_cu = torch.sigmoid(beta_cu * cu)
-        return GateOutput(s_ce + s_cu - s_ce * s_cu, d_st, d_ch, ce, cu)
+        score = F.softplus(beta_ce * ce) + F.softplus(beta_cu * cu)  # -log(1 - g), exact order
+        return GateOutput(s_ce + s_cu - s_ce * s_cu, d_st, d_ch, ce, cu, score)
 
     def extra_repr(self) -> str:
         return (f"beta_ce={self.beta_ce_start}->{self.beta_ce_end}, beta_cu={self.beta_cu_start}"
