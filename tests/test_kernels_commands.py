@@ -58,3 +58,24 @@ def test_backends_check_names_a_failing_kernel_and_exits_1(quick_check, capsys):
     assert "FAILED emsa_gate sm_90: nvcc: emsa_gate.cu(3): error: boom" in text
     row = next(ln for ln in text.splitlines() if ln.startswith("emsa_gate "))
     assert row.split()[1:3] == ["true", "false"]
+
+
+def test_check_without_nvcc_trusts_nvrtc_alone(monkeypatch):
+    """A pip-CuPy user has NVRTC but no CUDA toolkit: the kernels count as compiled when the
+    compiler that is present succeeds, and nvcc's absence is no failure."""
+    from spikemoe.kernels import build_util, commands, nvrtc_check, verify
+    from spikemoe.kernels.specs import SOURCES
+
+    real = build_util.find_compiler
+    monkeypatch.setattr(build_util, "find_compiler",
+                        lambda name: None if name == "nvcc" else real(name))
+    monkeypatch.setattr(nvrtc_check, "compile_all", lambda archs: [
+        nvrtc_check.NvrtcResult(s.name, a, True) for s in SOURCES for a in archs])
+    monkeypatch.setattr(verify, "check_cpu_build", lambda: {})
+    kernels, notes = commands.run_check()
+    assert all(k["sm_80"] and k["sm_90"] for k in kernels.values()) and notes == []
+    # and with neither compiler: not compiled, said once
+    monkeypatch.setattr(nvrtc_check, "compile_all", lambda archs: None)
+    kernels, notes = commands.run_check()
+    assert not any(k["sm_80"] for k in kernels.values())
+    assert len(notes) == 1 and "neither nvcc nor NVRTC" in notes[0]

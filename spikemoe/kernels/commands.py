@@ -32,21 +32,28 @@ TOLERANCE = 1e-6
 
 def run_check() -> tuple[dict, list[str]]:
     """Compile and verify every kernel: ``(kernels JSON, notes)``; notes say what failed."""
+    from .build_util import find_compiler
     from .nvcc_check import ARCHS, compile_all
     from .nvrtc_check import compile_all as nvrtc_compile_all
 
     notes: list[str] = []
     kernels: dict[str, dict] = {s.name: {"sm_80": False, "sm_90": False, "max_err_fwd": None,
                                          "max_err_grad": None} for s in SOURCES}
-    for r in compile_all(archs=ARCHS):
-        kernels[r.kernel][r.arch] = r.ok
+    results = []  # (compiler, result) of every compiler present
+    if find_compiler("nvcc") is not None:
+        results += [("nvcc", r) for r in compile_all(archs=ARCHS)]
+    # the cupy backend's own compiler, where libnvrtc is found (None: not present)
+    results += [("NVRTC", r) for r in nvrtc_compile_all(archs=ARCHS) or ()]
+    if not results:
+        notes.append("neither nvcc nor NVRTC is present: the CUDA sources were not compiled "
+                     "(install the CUDA toolkit, or `pip install -e '.[cuda]'` for NVRTC)")
+    seen: dict[tuple[str, str], bool] = {}
+    for compiler, r in results:  # sm_XX: every compiler present succeeded
+        seen[r.kernel, r.arch] = seen.get((r.kernel, r.arch), True) and r.ok
         if not r.ok:
-            notes.append(f"{r.kernel} {r.arch}: nvcc: {r.error}")
-    nvrtc = nvrtc_compile_all(archs=ARCHS)  # the cupy backend's own compiler, where present
-    for r in nvrtc or ():
-        kernels[r.kernel][r.arch] = kernels[r.kernel][r.arch] and r.ok
-        if not r.ok:
-            notes.append(f"{r.kernel} {r.arch}: NVRTC: {r.error}")
+            notes.append(f"{r.kernel} {r.arch}: {compiler}: {r.error}")
+    for (kernel, arch), ok in seen.items():
+        kernels[kernel][arch] = ok
     try:
         from .verify import check_cpu_build
 
