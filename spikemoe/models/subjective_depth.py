@@ -73,11 +73,13 @@ GATE_KEYS = ("beta_ce_start", "beta_ce_end", "beta_cu_start", "beta_cu_end", "be
 
 
 def gate_metrics(i: int, g: torch.Tensor, gate: SurpriseGate) -> dict[str, torch.Tensor]:
-    """Spread of the gate ``g [B, N]`` of layer ``i``: mean, share near 0 or 1, beta_ce."""
+    """Spread of the gate ``g [B, N]`` of layer ``i``: mean, share near 0 or 1, and the beta_ce
+    that computed ``g`` (a training forward has already advanced the step after reading it)."""
     g = g.detach()
+    step = int(gate.step) - (1 if gate.training else 0)
     return {f"layers.{i}.gate_mean": g.mean(),
             f"layers.{i}.gate_extreme": ((g < 0.1) | (g > 0.9)).float().mean(),
-            f"layers.{i}.beta_ce": g.new_tensor(gate.betas()[0])}
+            f"layers.{i}.beta_ce": g.new_tensor(gate.betas(max(step, 0))[0])}
 
 
 class DecisionLayer(nn.Module):
