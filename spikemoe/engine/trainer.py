@@ -56,8 +56,8 @@ from .evaluate import (
     MetricSums,
     check_input_shape,
     check_num_classes,
-    data_sample_shape,
     evaluate_model,
+    first_sample_shape,
     load_model_weights,
 )
 from .loaders import DataBundle, build_datasets, build_eval_loader, build_train_loader, local_batch
@@ -125,7 +125,7 @@ class Trainer:
             model = create_model(cfg.model.name, **cfg.model.kwargs)
         check_num_classes(model, self.data.num_classes, cfg.data.name)
         if data is None:  # data built from cfg.data: its frames must be what the model takes
-            _check_data_fits_model(model, cfg)
+            _check_data_fits_model(model, self.data, cfg)
         if run.memopt:  # SpikingJelly's memopt (engine/memopt.py), before a run folder and DDP
             from .memopt import apply_memopt, example_batch
 
@@ -567,14 +567,15 @@ def _stamp() -> str:
     return datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def _check_data_fits_model(model: nn.Module, cfg: TrainConfig) -> None:
+def _check_data_fits_model(model: nn.Module, data: DataBundle, cfg: TrainConfig) -> None:
     """Refuse a run whose data samples differ from the model's ``input_shape`` (size, T,
-    channels): it would train, but evaluate and profile would then refuse its own model."""
+    channels): it would train, but evaluate and profile would then refuse its own model.
+    Reads one TEST sample (no augmentation: no random number is drawn)."""
     try:
-        check_input_shape(model, data_sample_shape(cfg.data), f"data {cfg.data.name}",
+        check_input_shape(model, first_sample_shape(data.test), f"data {cfg.data.name}",
                           source=f"model {cfg.model.name}")
     except InputShapeError as e:
-        words = str(e).split(" A model fed inputs")[0]
+        words = str(e).split(" A model fed inputs")[0].rstrip(".")
         raise InputShapeError(
             f"{words}. Make them agree before training: set the data to the model's shape "
             "(data.size=[H,W], data.T=N) or the model to the data's (model.img_size=[H,W], "
