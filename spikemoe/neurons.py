@@ -94,6 +94,11 @@ class SpikingLIF(neuron.LIFNode):
     Input and output are time-major ``[T, ...]``; the output is binary {0, 1} in the
     input's dtype. State (the membrane ``v``) is reset by ``spikingjelly``'s
     ``functional.reset_net`` or ``self.reset()``.
+
+    Memory: with ``backend="auto"`` or ``"triton"`` and ``detach_reset=True`` a training
+    forward keeps only the charged membrane H for the backward (4 bytes per element, see
+    ``kernels.compact_lif``) instead of 12 (CPU) or 8 (CUDA); same arithmetic, same values
+    and gradients. ``layers.saved.full_saving()`` turns this off.
     """
 
     def __init__(self, *, backend: str = "auto", **kwargs) -> None:
@@ -115,9 +120,42 @@ class SpikingLIF(neuron.LIFNode):
             return (spikes,), (v,)
         return super().multi_step_functional_forward(inputs, states, **kwargs)
 
+    def _compact_params(self, x_seq: torch.Tensor, v: torch.Tensor) -> tuple | None:
+        """The operator's scalar arguments when ``_CompactLIF`` applies here, else None."""
+        from spikingjelly._ops.surrogate import _DTYPES, _surrogate_spec
+
+        from .layers.saved import saving_enabled
+
+        if (self.backend not in ("auto", "triton") or not saving_enabled()
+                or not torch.is_grad_enabled() or not (x_seq.requires_grad or v.requires_grad)
+                or not self.detach_reset or self.store_v_seq or x_seq.dim() < 2
+                or self._neuron_precision is not None or x_seq.dtype not in _DTYPES
+                or v.dtype != torch.float32 or tuple(v.shape) != tuple(x_seq.shape[1:])
+                or type(self).multi_step_functional_forward
+                is not SpikingLIF.multi_step_functional_forward):
+            return None
+        spec = _surrogate_spec(self.surrogate_function)
+        if spec is None or spec[0] != 0 or (x_seq.device.type == "cpu"
+                                            and x_seq.dtype != torch.float32):
+            return None  # the sigmoid surrogate; float32 on CPU (kernels.compact_lif)
+        surrogate_id, alpha = spec
+        return (float(self.tau), bool(self.decay_input), float(self.v_threshold),
+                None if self.v_reset is None else float(self.v_reset), True, alpha, False,
+                surrogate_id)
+
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
         if self.backend == "triton":
             self._check_triton_selected(x_seq.device)
+        if self.backend in ("auto", "triton") and not args and not kwargs:
+            v = self.materialize_states((x_seq,), tuple(self._memories.values()), "m")[0]
+            params = self._compact_params(x_seq, v)
+            if params is not None:
+                from .kernels.compact_lif import CompactLIF
+
+                spikes, v_last = CompactLIF.apply(x_seq, v, params)
+                self._memories["v"] = v_last
+                self.v_seq = None
+                return spikes
         if self.backend == "torch":
             # LIFNode's fast path calls SpikingJelly's dispatcher directly; the base
             # implementation goes through multi_step_functional_forward above.

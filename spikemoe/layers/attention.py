@@ -35,6 +35,7 @@ from torch import nn
 from ..neurons import make_lif
 from .kernels import sdsa_column_sum, ssa_scores_times_values
 from .linear_bn import TokenLinearBN
+from .saved import compact_saved
 
 KERNELS = ("ssa", "sdsa")
 
@@ -113,17 +114,21 @@ class HeadwiseSpikingAttention(nn.Module):
         qkv = self.qkv_lif(self.qkv(s))  # [T, B, N, wq + wk + wv]
         q, k, v = (self._split_heads(t) for t in qkv.split(self.widths, dim=-1))
         if self.kernel == "ssa":
-            o = ssa_scores_times_values(q, k, v, self.scale)  # [T*B, H, N, d]
+            with compact_saved():  # Q, K, V and the counts K^T V are saved as bytes
+                o = ssa_scores_times_values(q, k, v, self.scale)  # [T*B, H, N, d]
             o = o.transpose(1, 2).reshape(T, B, N, self.num_heads, self.head_dim)
             o = self.attn_lif(o)  # [T, B, N, H, d] binary
         else:
-            kv = sdsa_column_sum(k, v)  # [T*B, hk, 1, d]
+            with compact_saved():
+                kv = sdsa_column_sum(k, v)  # [T*B, hk, 1, d]
             kv = self.attn_lif(kv.reshape(T, B, -1, 1, self.head_dim)).flatten(0, 1)
-            o = (q * kv).transpose(1, 2).reshape(T, B, N, self.num_heads, self.head_dim)
+            with compact_saved():
+                o = (q * kv).transpose(1, 2).reshape(T, B, N, self.num_heads, self.head_dim)
         metrics: dict[str, torch.Tensor] = {}
         if self.router is not None:
             r, metrics = self.router(s)  # [T, B, N, H]
-            o = o * r.unsqueeze(-1)  # Y_h = R_h (.) O_h
+            with compact_saved():
+                o = o * r.unsqueeze(-1)  # Y_h = R_h (.) O_h
         y = self.proj(o.reshape(T, B, N, self.num_heads * self.head_dim))  # [T, B, N, C]
         if self.proj_lif is not None:
             y = self.proj_lif(y)

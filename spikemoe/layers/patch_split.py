@@ -16,6 +16,10 @@ all four. Input ``[T, B, C_in, H, W]``, output ``[T, B, D, H/p, W/p]``.
 
 Why not ``spikingjelly...SpikformerPatchStem``: it pools before the LIF (the official
 Spikformer pools spikes, after it) and has no membrane-shortcut form.
+
+Memory: the stem holds most of a 224x224 model's activations. Convolutions whose input is
+spikes save it as bytes and the max-pools save their argmax as a 1-byte window offset
+(``layers.saved``); values and gradients are unchanged.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from spikingjelly.activation_based.layer import SeqToANNContainer
 from torch import nn
 
 from ..neurons import make_lif
+from .saved import CompactMaxPool2d, compact_saved
 
 PAPER_POOLS = {
     "cifar": (False, False, True, True),  # 32x32 -> 8x8 tokens
@@ -35,7 +40,7 @@ PAPER_POOLS = {
 def _conv_bn(c_in: int, c_out: int, pool_before_lif: bool) -> SeqToANNContainer:
     ops = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out)]
     if pool_before_lif:
-        ops.append(nn.MaxPool2d(3, stride=2, padding=1))
+        ops.append(CompactMaxPool2d(3, stride=2, padding=1))
     return SeqToANNContainer(*ops)  # folds [T, B] into one batch axis around the ops
 
 
@@ -62,17 +67,22 @@ class SpikingPatchSplit(nn.Module):
         )
         # Spikformer: a LIF after every stage; spike-driven: none after the last (membrane kept).
         self.lifs = nn.ModuleList(make_lif(backend=backend) for _ in range(3 if ms else 4))
-        self.pool = SeqToANNContainer(nn.MaxPool2d(3, stride=2, padding=1))
+        self.pool = SeqToANNContainer(CompactMaxPool2d(3, stride=2, padding=1))
         self.rpe = _conv_bn(embed_dim, embed_dim, pool_before_lif=False)
         self.rpe_lif = make_lif(backend=backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, stage in enumerate(self.stages):
-            x = stage(x)  # [T, B, C_i, H_i, W_i] -> [T, B, C_i+1, H_i+1, W_i+1]
+            with compact_saved(stage[0].weight):  # stages 2-4 read spikes: saved as bytes
+                x = stage(x)  # [T, B, C_i, H_i, W_i] -> [T, B, C_i+1, H_i+1, W_i+1]
             if i < len(self.lifs):
                 x = self.lifs[i](x)
             if self.pools[i] and not (self.membrane_shortcut and i == 3):
                 x = self.pool(x)  # spikes pooled: still binary
         if self.membrane_shortcut:
-            return x + self.rpe(self.rpe_lif(x))  # membrane U + BN(Conv(LIF(U)))
-        return x + self.rpe_lif(self.rpe(x))  # spikes S + LIF(BN(Conv(S)))
+            s = self.rpe_lif(x)
+            with compact_saved(self.rpe[0].weight):
+                return x + self.rpe(s)  # membrane U + BN(Conv(LIF(U)))
+        with compact_saved(self.rpe[0].weight):
+            r = self.rpe(x)
+        return x + self.rpe_lif(r)  # spikes S + LIF(BN(Conv(S)))

@@ -32,6 +32,7 @@ import torch
 
 from ..layers.attention import HeadwiseSpikingAttention
 from ..layers.kernels import ssa_scores_times_values
+from ..layers.saved import compact_saved
 from .router import SpikingRouter
 
 _PROJECTIONS = ("q", "k", "v")
@@ -98,7 +99,8 @@ class EMSA(HeadwiseSpikingAttention):
         s = self.in_lif(x) if self.in_lif is not None else x  # spikes [T, B, N, C]
         qkv = self.qkv_lif(self.qkv(s))  # [T, B, N, wq + wk + wv]
         q, k, v = (self._split_heads(t) for t in qkv.split(self.widths, dim=-1))
-        o = ssa_scores_times_values(q, k, v, self.scale)  # [T*B, H, N, d]
+        with compact_saved():  # Q, K, V and the counts K^T V are saved as bytes
+            o = ssa_scores_times_values(q, k, v, self.scale)  # [T*B, H, N, d]
         o = o.transpose(1, 2).reshape(T, B, N, self.num_heads, self.head_dim)
         r, metrics = self.router(s)  # [T, B, N, H]
         y = self.attn_lif.emsa_gate(o, r)  # Y_h = R_h (.) LIF_0.5(O_h): [T, B, N, H, d]

@@ -24,6 +24,7 @@ from spikingjelly.activation_based.layer import SeqToANNContainer
 from torch import nn
 
 from ..layers.linear_bn import TokenLinearBN
+from ..layers.saved import compact_saved
 from ..neurons import make_lif
 from .router import mark_router_neuron, router_statistics
 
@@ -81,13 +82,19 @@ class EMSP(nn.Module):
             # One kernel: G = LIF(G_pre), Y = G (.) Z2, in the gate's layout so that the gate
             # neuron's spikes keep their expert axis (2) for measurement.
             z2 = z2.transpose(2, 3).reshape(T, B, -1, h, w)  # [T, B, N, h/2] -> [T, B, h/2, H, W]
-            y, g = self.gate_lif.emsp_gate(self.gate(z1), z2)  # 2 x [T, B, h/2, H, W]
+            with compact_saved(self.gate[0].weight):  # Z1: spikes, saved as bytes
+                gate_pre = self.gate(z1)
+            y, g = self.gate_lif.emsp_gate(gate_pre, z2)  # 2 x [T, B, h/2, H, W]
             g = g.flatten(3).transpose(2, 3)  # -> [T, B, N, h/2]
             y = self.fc2(y.flatten(3).transpose(2, 3))  # [T, B, N, h/2] -> [T, B, N, C]
         else:
-            g = self.gate_lif(self.gate(z1))  # [T, B, h/2, H, W]
+            with compact_saved(self.gate[0].weight):  # Z1: spikes, saved as bytes
+                gate_pre = self.gate(z1)
+            g = self.gate_lif(gate_pre)  # [T, B, h/2, H, W]
             g = g.flatten(3).transpose(2, 3)  # -> [T, B, N, h/2]
-            y = self.fc2(g * z2)  # Y = G (.) Z2 -> [T, B, N, C]
+            with compact_saved():  # G and Z2: spikes
+                y = g * z2  # Y = G (.) Z2
+            y = self.fc2(y)  # [T, B, N, h/2] -> [T, B, N, C]
         if self.fc2_lif is not None:
             y = self.fc2_lif(y)
         return y, router_statistics(g)
