@@ -134,10 +134,13 @@ class SpikingLIF(neuron.LIFNode):
                 or type(self).multi_step_functional_forward
                 is not SpikingLIF.multi_step_functional_forward):
             return None
+        if x_seq.device.type != "cpu":
+            # CPU only until a GPU run has checked the CUDA path (kernels.compact_lif calls
+            # SpikingJelly's own operator there): GPUs keep SpikingJelly's LIFNode, as before
+            return None
         spec = _surrogate_spec(self.surrogate_function)
-        if spec is None or spec[0] != 0 or (x_seq.device.type == "cpu"
-                                            and x_seq.dtype != torch.float32):
-            return None  # the sigmoid surrogate; float32 on CPU (kernels.compact_lif)
+        if spec is None or spec[0] != 0 or x_seq.dtype != torch.float32:
+            return None  # the sigmoid surrogate, float32 (kernels.compact_lif)
         surrogate_id, alpha = spec
         return (float(self.tau), bool(self.decay_input), float(self.v_threshold),
                 None if self.v_reset is None else float(self.v_reset), True, alpha, False,
