@@ -8,6 +8,7 @@ with the 1-process run to float tolerance. The same launch trains the spiking SE
 under DDP and checks that only rank 0 writes logs and checkpoints."""
 import json
 import runpy
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -65,10 +66,15 @@ def runs(tmp_path_factory):
     (tmp / "child.py").write_text(CHILD)
     cfg2 = tmp / "two.yaml"
     cfg2.write_text(RECIPE.replace("run: {", f"run: {{out_dir: {tmp / 'two'}, "))
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node=2", str(tmp / "child.py"), str(cfg2),
-                           str(tmp / "two.pt")], capture_output=True, text=True, timeout=240,
-                          check=False)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+              "--nproc_per_node=2", str(tmp / "child.py"), str(cfg2), str(tmp / "two.pt")]
+    proc = subprocess.run(launch, capture_output=True, text=True, timeout=240, check=False)
+    if proc.returncode != 0 and "terminate called without an active exception" in proc.stderr:
+        # A known gloo teardown abort (std::terminate in a rank after its work is done), seen
+        # in about 1 of 10 launches on torch 2.14 CPU, also before this project's memory
+        # savings existed: launch once more from scratch; any other failure fails the test.
+        shutil.rmtree(tmp / "two", ignore_errors=True)
+        proc = subprocess.run(launch, capture_output=True, text=True, timeout=240, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # the 1-process reference, in this process, from the child's own functions
     namespace = runpy.run_path(str(tmp / "child.py"))  # not as __main__: defines, runs nothing

@@ -88,14 +88,6 @@ def _as_bytes(t: torch.Tensor) -> torch.Tensor | None:
     return u
 
 
-def _distributed() -> bool:
-    """Byte storage is off under ``torch.distributed``: a weight gradient computed from a
-    restored byte tensor can come out with equivalent but different strides (a size-1 dim),
-    which DDP's gradient buckets flag ("grad ... not match bucket view strides"); with it, a
-    gloo rank aborted at teardown in 2 of about 26 runs of tests/test_engine_distributed.py."""
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
 @contextlib.contextmanager
 def compact_saved(*exclude: torch.Tensor | None):
     """Save spike-valued tensors as uint8 for the backward (see the module docstring).
@@ -104,7 +96,7 @@ def compact_saved(*exclude: torch.Tensor | None):
         exclude: tensors (e.g. a layer's weight and bias) that are kept as they are without a
             check; any tensor sharing their storage is skipped.
     """
-    if not saving_enabled() or not torch.is_grad_enabled() or _distributed():
+    if not saving_enabled() or not torch.is_grad_enabled():
         yield
         return
     skip = {t.untyped_storage().data_ptr() for t in exclude if t is not None}
