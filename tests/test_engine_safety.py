@@ -110,7 +110,7 @@ def test_an_out_dir_that_cannot_be_a_folder_is_a_clear_error(tmp_path):
 
 
 def test_a_failing_model_leaves_no_run_folder(tmp_path):
-    with pytest.raises(Exception):  # noqa: B017  (the factory's own error type)
+    with pytest.raises(ValueError, match="has no hyperparameter 'no_such_option'"):
         Trainer(_cfg(tmp_path, "model.no_such_option=3"), data=synthetic_bundle())
     assert not (tmp_path / "r").exists()
 
