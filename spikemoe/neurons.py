@@ -27,8 +27,10 @@ SpikingJelly selected on the first CUDA call and raises if it is something else.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import threading
 
 import torch
 from spikingjelly.activation_based import neuron, surrogate
@@ -36,9 +38,28 @@ from spikingjelly.activation_based import neuron, surrogate
 from .kernels.errors import BackendUnavailableError
 
 __all__ = ["BACKENDS", "BackendUnavailableError", "FusedLIF", "make_lif", "SpikingLIF",
-           "backend_status"]
+           "backend_status", "full_saving", "saving_enabled"]
 
 BACKENDS = ("auto", "torch", "triton", "cupy")
+
+_saving = threading.local()
+
+
+def saving_enabled() -> bool:
+    """Whether spikemoe's memory savings are on (default): the compact LIF here and the byte
+    storage of saved spikes in ``layers.saved``. One switch for both, read per call."""
+    return getattr(_saving, "enabled", True)
+
+
+@contextlib.contextmanager
+def full_saving():
+    """Within this context autograd saves what it saves without spikemoe's savings."""
+    previous = saving_enabled()
+    _saving.enabled = False
+    try:
+        yield
+    finally:
+        _saving.enabled = previous
 
 
 def _unavailable(backend: str) -> tuple[str, str] | None:
@@ -123,8 +144,6 @@ class SpikingLIF(neuron.LIFNode):
     def _compact_params(self, x_seq: torch.Tensor, v: torch.Tensor) -> tuple | None:
         """The operator's scalar arguments when ``_CompactLIF`` applies here, else None."""
         from spikingjelly._ops.surrogate import _DTYPES, _surrogate_spec
-
-        from .layers.saved import saving_enabled
 
         if (self.backend not in ("auto", "triton") or not saving_enabled()
                 or not torch.is_grad_enabled() or not (x_seq.requires_grad or v.requires_grad)

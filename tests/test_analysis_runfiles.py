@@ -14,7 +14,7 @@ import os
 import pytest
 import yaml
 
-import spikemoe.analysis.commands as commands
+import spikemoe.cli.profile as commands
 from spikemoe.analysis import RunFileError, read_json_file, read_jsonl
 from spikemoe.analysis.report import gather_run
 from spikemoe.cli import main

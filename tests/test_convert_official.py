@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import spikemoe
-from spikemoe.models.convert_command import add_convert_parser
+from spikemoe.cli.convert import add_convert_parser
 from spikemoe.models.official_weights import (
     ConversionError,
     ShapeMismatchError,

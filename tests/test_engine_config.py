@@ -16,7 +16,8 @@ from spikemoe.engine import (
     load_config,
     save_config,
 )
-from spikemoe.engine.commands import add_engine_parsers, resolve_train_config
+from spikemoe.cli.train import add_engine_parsers
+from spikemoe.engine.resume import resolve_train_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RECIPES = sorted(p for p in CONFIGS.glob("*.yaml") if p.name != "demo.yaml")

@@ -15,7 +15,7 @@ from spikemoe.engine import (
     load_config,
     read_metrics,
 )
-from spikemoe.engine.commands import main as engine_main
+from spikemoe.cli import main as engine_main
 from spikemoe.engine.synthetic import TinyANN, synthetic_bundle
 
 RECIPE = textwrap.dedent("""\

@@ -11,7 +11,7 @@ import yaml
 
 from spikemoe import create_model
 from spikemoe.analysis import firing_warnings, profile_model
-from spikemoe.analysis.commands import profile_to_dir
+from spikemoe.analysis.profile_files import profile_to_dir
 from spikemoe.analysis.report import gather_run, runs_csv, runs_markdown
 from spikemoe.cli import main
 

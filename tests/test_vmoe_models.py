@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import spikemoe
-from spikemoe.engine.commands import main as engine_main
+from spikemoe.cli import main as engine_main
 from spikemoe.engine.synthetic import synthetic_bundle
 from spikemoe.layers import TimeFolding
 from spikemoe.models.vit import moe_blocks, sigmoid_cross_entropy

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..files import atomic_write
+
 __all__ = ["plot_profile"]
 
 
@@ -23,11 +25,7 @@ def _plt():
 
 def _save(fig, path: Path) -> None:
     """PNG to a temporary name, then renamed: an interrupted plot never leaves a half file."""
-    import os
-
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: fig.savefig(f, dpi=110, format="png"))
 
 
 def plot_firing_heatmap(profile: dict, path: Path) -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 from .health import firing_warnings
@@ -121,12 +122,15 @@ def _short(w: dict) -> str:
     return _SHORT.get(w["code"], w["code"])
 
 
-def gather_run(run_dir: str | Path) -> dict:
+def gather_run(run_dir: str | Path,
+               count_params: Callable[[str, dict], int | None] | None = None) -> dict:
     """One row of the results table from a run directory (missing figures are None).
 
     The row's ``warnings`` is a short text (empty when there is nothing to say); the full
     sentences are in ``row["notes"]`` (a list, not a table column) and the profile's
-    warning codes in ``row["warning_codes"]``.
+    warning codes in ``row["warning_codes"]``. ``params`` comes from the run's profile, else
+    from ``count_params(model_name, model_config)`` when given (the CLI builds the model on
+    the meta device: this module never imports the models).
     """
     import yaml
 
@@ -186,25 +190,11 @@ def gather_run(run_dir: str | Path) -> dict:
         codes = [w["code"] for w in warned]
         short = [_short(w) for w in warned] + short
         notes = [f"{run}: profile: {w['message']}" for w in warned] + notes
-    if row["params"] is None and row["model"]:
-        row["params"] = _count_params(row["model"], cfg.get("model", {}))
+    if row["params"] is None and row["model"] and count_params is not None:
+        row["params"] = count_params(row["model"], cfg.get("model", {}))
     row["warnings"] = "; ".join(short)
     row["notes"], row["warning_codes"] = notes, codes
     return row
-
-
-def _count_params(name: str, model_cfg: dict) -> int | None:
-    """Parameters of the run's model, built on the meta device (no memory, no init)."""
-    import torch
-
-    from spikemoe.models import create_model
-
-    kwargs = {k: v for k, v in model_cfg.items() if k != "name"}
-    try:
-        with torch.device("meta"):
-            return sum(p.numel() for p in create_model(name, **kwargs).parameters())
-    except ValueError:  # a model this version no longer has: leave the cell empty
-        return None
 
 
 def runs_markdown(rows: list[dict]) -> str:

@@ -22,15 +22,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CacheNotWritableError", "FrameCache", "atomic_write", "default_cache_dir"]
+from ..files import atomic_write
+
+__all__ = ["CacheNotWritableError", "FrameCache", "default_cache_dir"]
 
 
 class CacheNotWritableError(PermissionError, ValueError):
@@ -53,21 +53,6 @@ def default_cache_dir() -> Path:
     """``$SPIKEMOE_CACHE`` if set, else ``~/.cache/spikemoe``."""
     env = os.environ.get("SPIKEMOE_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "spikemoe"
-
-
-def atomic_write(path: Path, write: Callable[[object], None]) -> None:
-    """Call ``write(fileobj)`` on a temp file beside ``path``, fsync, then rename onto ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # KeyboardInterrupt included: never leave the temp file behind
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class FrameCache:

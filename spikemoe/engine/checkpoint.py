@@ -6,23 +6,21 @@ Layout in a run directory::
     checkpoints/last.prev.pt  the ``last`` before it (a hard link: no extra disk)
     checkpoints/best.pt       the best epoch (test top-1; lowest perplexity for a language model)
 
-A write goes to ``<name>.tmp-<pid>``, is flushed to disk, then renamed over the old file
-(``os.replace`` is atomic on POSIX): a crash or SIGKILL mid-write leaves the previous
-checkpoint whole. Reads use ``torch.load(weights_only=True)``: tensors and plain data only,
+A write goes through ``spikemoe.files.atomic_write`` (temporary name, fsync, atomic rename):
+a crash or SIGKILL mid-write leaves the previous checkpoint whole. Reads use ``torch.load(weights_only=True)``: tensors and plain data only,
 no pickle code runs; the config is stored as plain data (``config.config_to_dict``).
 """
 from __future__ import annotations
 
-import os
 import pickle
-import shutil
 import zipfile
 from pathlib import Path
 
 import torch
 
-__all__ = ["CheckpointError", "find_checkpoint", "is_whole_checkpoint", "link_or_copy",
-           "load_checkpoint", "run_dir_of", "save_checkpoint"]
+from ..files import atomic_write, link_or_copy
+
+__all__ = ["CheckpointError", "find_checkpoint", "is_whole_checkpoint", "load_checkpoint", "run_dir_of", "save_checkpoint"]
 
 CKPT_DIR = "checkpoints"
 
@@ -44,34 +42,12 @@ def save_checkpoint(state: dict, path: str | Path, keep_previous: bool = False,
             this process); otherwise it is checked (zip CRCs) before it is kept.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
+
+    def keep_the_previous() -> None:
         if keep_previous and path.exists() and (previous_ok or is_whole_checkpoint(path)):
-            prev = path.with_suffix(".prev.pt")
-            link_or_copy(path, prev)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+            link_or_copy(path, path.with_suffix(".prev.pt"))
 
-
-def link_or_copy(source: Path, target: Path) -> None:
-    """``target`` := ``source`` atomically: a hard link (no extra disk) where the file system
-    allows one, else a copy; then renamed over ``target``."""
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    try:
-        try:
-            os.link(source, tmp)
-        except OSError:
-            shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    return atomic_write(path, lambda f: torch.save(state, f), before_replace=keep_the_previous)
 
 
 def is_whole_checkpoint(path: str | Path) -> bool:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import tqdm
 
+from ..files import write_text_atomic
+
 __all__ = ["RunLogger", "read_metrics"]
 
 
@@ -76,9 +78,7 @@ class RunLogger:
             log = read_jsonl(metrics)
             self.notes += [log.note] if log.note else []
             keep = [json.dumps(r) for r in log.records if r.get("step", 0) <= resume_step]
-            tmp = metrics.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(line + "\n" for line in keep))
-            os.replace(tmp, metrics)
+            write_text_atomic(metrics, "".join(line + "\n" for line in keep))
         # open for the run's life, closed by close(); line-buffered: a kill loses no record
         self._metrics = open(metrics, "a", buffering=1)  # noqa: SIM115
         fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")

@@ -19,10 +19,11 @@ A checkpoint stores the config it was trained with. ``resume=RUN`` with a config
 """
 from __future__ import annotations
 
-from .config import ConfigError, TrainConfig, config_to_dict
+from .checkpoint import find_checkpoint, run_dir_of
+from .config import ConfigError, TrainConfig, apply_overrides, config_to_dict, load_config
 
 __all__ = ["FIXED_PREFIXES", "SAFE_KEYS", "apply_resume_changes", "config_changes",
-           "check_resume_config"]
+           "check_resume_config", "resolve_train_config"]
 
 # Cannot change the trained weights, the optimiser state or the data order.
 SAFE_KEYS = frozenset({
@@ -101,3 +102,17 @@ def apply_resume_changes(changes: dict[str, tuple], cfg: TrainConfig, optimizer,
             group["initial_lr"] = o.lr
             group["lr"] = o.lr * lam(scheduler.last_epoch)
         scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+
+
+def resolve_train_config(config: str | None, overrides: list[str]):
+    """The config ``spikemoe train`` runs: CONFIG (or the demo) plus overrides; with
+    ``resume=RUN_DIR`` and no CONFIG, the run's own ``config.yaml`` plus overrides."""
+    cfg = load_config(config, overrides)
+    if cfg.run.resume and config is None:
+        run_dir = run_dir_of(find_checkpoint(cfg.run.resume))
+        stored = run_dir / "config.yaml"
+        if stored.is_file():
+            cfg = load_config(stored)
+            cfg.run.stop_after_steps = None  # the stop that ended the run is not re-applied
+            cfg = apply_overrides(cfg, overrides)
+    return cfg

@@ -40,10 +40,10 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..files import link_or_copy
 from .checkpoint import (
     CheckpointError,
     find_checkpoint,
-    link_or_copy,
     load_checkpoint,
     run_dir_of,
     save_checkpoint,

@@ -33,31 +33,15 @@ checkpointed module and recomputes the module in the backward; here nothing is r
 from __future__ import annotations
 
 import contextlib
-import threading
 
 import torch
 from torch import nn
 
+from ..neurons import full_saving, saving_enabled  # the switch lives with the neurons
+
 __all__ = ["CompactMaxPool2d", "compact_saved", "full_saving", "saving_enabled"]
 
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-_state = threading.local()
-
-
-def saving_enabled() -> bool:
-    """Whether the memory savings of this module (and the compact LIF) are on (default)."""
-    return getattr(_state, "enabled", True)
-
-
-@contextlib.contextmanager
-def full_saving():
-    """Within this context autograd saves what it saves without spikemoe's savings."""
-    previous = saving_enabled()
-    _state.enabled = False
-    try:
-        yield
-    finally:
-        _state.enabled = previous
 
 
 class _Packed:

@@ -12,15 +12,16 @@ raise ``SafetensorsUnavailableError`` saying so, and nothing else in spikemoe ne
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..files import atomic_write, write_bytes_atomic
+
 __all__ = ["SafetensorsUnavailableError", "load_checkpoint_into", "load_weights", "model_metadata",
-           "read_metadata", "save_weights"]
+           "read_metadata", "save_converted", "save_weights"]
 
 
 class SafetensorsUnavailableError(ValueError):
@@ -65,15 +66,7 @@ def save_weights(model_or_state: nn.Module | Mapping[str, torch.Tensor], path: s
         raise ValueError("safetensors metadata must map strings to strings; encode other values "
                          "with json.dumps.")
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        st.save_file(tensors, str(tmp), metadata=meta or None)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_bytes_atomic(path, st.save(tensors, metadata=meta or None))
 
 
 def _check_file(path: Path) -> None:
@@ -166,3 +159,16 @@ def load_checkpoint_into(model: nn.Module, path: str | Path, source: str | None 
     converted, report = convert_state_dict(source, state, model)
     model.load_state_dict(converted)
     return report
+
+
+def save_converted(path: Path, state: dict, name: str, overrides: dict, info: dict) -> Path:
+    """Write converted weights (``spikemoe convert``): a ``.safetensors`` file with the model
+    name, overrides and ``info`` (source, variant, checkpoint) in its metadata, or, for any
+    other suffix, a checkpoint ``{"model", "config": {"model": {"name", ...}},
+    "converted_from"}`` that ``spikemoe evaluate`` and ``create_model(checkpoint=)`` read."""
+    if path.suffix == ".safetensors":
+        return save_weights(state, path, metadata={**model_metadata(name, overrides),
+                                                   **{f"spikemoe.{k}": v for k, v in info.items()}})
+    checkpoint = {"model": state, "config": {"model": {"name": name, **overrides}},
+                  "converted_from": info}
+    return atomic_write(path, lambda f: torch.save(checkpoint, f))

@@ -4,7 +4,7 @@
     spikemoe data verify NAME --root DIR [--deep]   what is missing or wrong in a dataset copy
     spikemoe data prepare NAME --root DIR --T 16   verify, then pre-build the frame cache
 
-``spikemoe/cli.py`` calls ``add_data_parser(subparsers)``; every handler returns an exit code
+``spikemoe.cli.build_parser`` calls ``add_data_parser(subparsers)``; every handler returns an exit code
 and lets ValueError / FileNotFoundError reach the CLI, which prints them as one line.
 """
 from __future__ import annotations
@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from .inspect import format_summary, summarize_event_file
-from .prepare import add_prepare_arguments, prepare_dataset
-from .registry import list_datasets
-from .verify import verify_dataset
+from ..data.inspect import format_summary, summarize_event_file
+from ..data.prepare import add_prepare_arguments, prepare_dataset
+from ..data.registry import list_datasets
+from ..data.verify import verify_dataset
 
 __all__ = ["add_data_parser", "cmd_inspect", "cmd_prepare", "cmd_verify"]
 

@@ -6,9 +6,9 @@
                       [--allow-shape-mismatch]
 
 The same command runs under ``torchrun --nproc_per_node=N -m spikemoe train ...``.
-``spikemoe/cli.py`` calls ``add_engine_parsers(subparsers)``; each handler returns an exit code
-and lets ValueError / FileNotFoundError reach the CLI, which prints them as one paragraph.
-``python -m spikemoe.engine.commands ...`` is the same CLI as ``spikemoe``.
+``spikemoe.cli.build_parser`` calls ``add_engine_parsers(subparsers)``; each handler returns an
+exit code and lets ValueError / FileNotFoundError reach the CLI, which prints them as one
+paragraph.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import json
 import os
 import sys
 
-__all__ = ["add_engine_parsers", "cmd_evaluate", "cmd_train", "main", "resolve_train_config"]
+__all__ = ["add_engine_parsers", "cmd_evaluate", "cmd_train"]
 
 
 _KEY_NOTES = {("data", "batch_size"): "(global)"}
@@ -28,7 +28,7 @@ def _config_keys_help(width: int = 92) -> str:
     can be missing from ``train --help``), with its choices; lines of at most ``width``."""
     import dataclasses
 
-    from .config import SECTIONS
+    from ..engine.config import SECTIONS
 
     lines = ["keys (section.key=value; a key unique across sections may drop its section, "
              "e.g. lr=5e-4):",
@@ -64,27 +64,11 @@ examples:
 """
 
 
-def resolve_train_config(config: str | None, overrides: list[str]):
-    """The config ``spikemoe train`` runs: CONFIG (or the demo) plus overrides; with
-    ``resume=RUN_DIR`` and no CONFIG, the run's own ``config.yaml`` plus overrides."""
-    from .checkpoint import find_checkpoint, run_dir_of
-    from .config import apply_overrides, load_config
-
-    cfg = load_config(config, overrides)
-    if cfg.run.resume and config is None:
-        run_dir = run_dir_of(find_checkpoint(cfg.run.resume))
-        stored = run_dir / "config.yaml"
-        if stored.is_file():
-            cfg = load_config(stored)
-            cfg.run.stop_after_steps = None  # the stop that ended the run is not re-applied
-            cfg = apply_overrides(cfg, overrides)
-    return cfg
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     """Train; prints the summary as JSON on the last line. Exit 3 if the loss became NaN/inf."""
-    from .distributed import cleanup_distributed
-    from .trainer import NonFiniteLossError, Trainer
+    from ..engine.distributed import cleanup_distributed
+    from ..engine.resume import resolve_train_config
+    from ..engine.trainer import NonFiniteLossError, Trainer
 
     items = list(args.items)
     config = items.pop(0) if items and "=" not in items[0] else None
@@ -110,7 +94,8 @@ def _profile_run(run_dir: str, samples: int, progress: bool) -> None:
     A failure here is reported, not raised: the trained run is complete either way."""
     from pathlib import Path
 
-    from spikemoe.analysis.commands import profile_checkpoint, profile_to_dir
+    from ..analysis.profile_files import profile_to_dir
+    from ..engine.profile_run import profile_checkpoint
 
     out = Path(run_dir) / "profile"
     try:
@@ -131,7 +116,7 @@ def _profile_run(run_dir: str, samples: int, progress: bool) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a checkpoint; prints a line (or JSON with --json)."""
-    from .evaluate import evaluate_checkpoint
+    from ..engine.evaluate import evaluate_checkpoint
 
     r = evaluate_checkpoint(args.checkpoint, data=args.data, root=args.root, split=args.split,
                             batch_size=args.batch_size, use_ema=args.ema, device=args.device,
@@ -184,15 +169,3 @@ def add_engine_parsers(subparsers) -> None:
                    help="evaluate even when the data's samples differ in size or T from the "
                         "model's input_shape (refused otherwise); the result records it")
     p.set_defaults(func=cmd_evaluate)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m spikemoe.engine.commands train|evaluate ...``: the ``spikemoe`` CLI itself
-    (``spikemoe.cli.main``, errors as one paragraph)."""
-    from spikemoe.cli import main as cli_main
-
-    return cli_main(argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

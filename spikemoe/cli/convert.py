@@ -13,21 +13,19 @@ read. Parse, call the library, print: nothing else lives here.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-import torch
 import yaml
 
-from .official_weights import (
+from ..models.official_weights import (
     SOURCES,
     convert_state_dict,
     infer_hyperparameters,
     load_official_checkpoint,
 )
-from .registry import create_model
-from .weights_io import model_metadata, save_weights
+from ..models.registry import create_model
+from ..models.weights_io import save_converted
 
 __all__ = ["add_convert_parser", "cmd_convert", "parse_overrides"]
 
@@ -49,22 +47,6 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def _write(path: Path, state: dict, name: str, overrides: dict, info: dict) -> Path:
-    if path.suffix == ".safetensors":
-        return save_weights(state, path, metadata={**model_metadata(name, overrides),
-                                                   **{f"spikemoe.{k}": v for k, v in info.items()}})
-    checkpoint = {"model": state, "config": {"model": {"name": name, **overrides}},
-                  "converted_from": info}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)  # a half-written file never takes the name
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def cmd_convert(args: argparse.Namespace) -> int:
     """Run ``spikemoe convert``; returns the exit status."""
     state = load_official_checkpoint(args.checkpoint, key=args.key)
@@ -76,7 +58,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     model.load_state_dict(converted)  # proves the file will load
     info = {"source": args.source, "variant": report.variant,
             "checkpoint": str(Path(args.checkpoint).resolve())}
-    out = _write(Path(args.out), converted, args.model, overrides, info)
+    out = save_converted(Path(args.out), converted, args.model, overrides, info)
     print(report.format(verbose=not args.quiet))
     print(f"checkpoint sizes: {', '.join(f'{k}={v}' for k, v in implied.items())}")
     size = f"{out.stat().st_size / 2**20:.1f} MiB"

@@ -28,8 +28,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["add_analysis_parsers", "check_output_dir", "check_output_file", "profile_checkpoint",
-           "profile_registered", "profile_to_dir"]
+import torch
+
+from ..analysis.energy import CONVENTIONS, COST_TABLES
+from ..analysis.profile_files import profile_to_dir
+from ..analysis.report import gather_run, runs_csv, runs_markdown
+from ..engine.profile_run import profile_checkpoint, profile_registered
+from ..files import write_text_atomic
+from ..models import create_model
+
+__all__ = ["add_analysis_parsers", "check_output_dir", "check_output_file"]
 
 
 def _probe_write(folder: Path, target: Path, flag: str) -> None:
@@ -87,136 +95,6 @@ def check_output_file(path: str | Path, flag: str) -> Path:
     return path
 
 
-def _dataset_for_model(model, data: str | None, root: str | None, split: str):
-    from spikemoe.data import create_dataset, dataset_info
-
-    shape = getattr(model, "input_shape", None)  # (T, C, H, W), or (N,) for a byte-level LM
-    if shape is not None and len(shape) == 1:  # a language model: windows of N bytes
-        data = data or "stdlib-bytes"
-        return data, create_dataset(data, split, root=root, T=int(shape[0]), augment=False)
-    if data is None:
-        if shape is None or shape[1] != 2:
-            raise ValueError(
-                f"--model without --data profiles on digits-dvs, which gives 2-channel event "
-                f"frames, but this model takes input {list(shape) if shape else '?'}. Pass "
-                "--data NAME --root DIR (e.g. --data cifar10 --root /data/cifar).")
-        data = "digits-dvs"
-    info = dataset_info(data)
-    k = getattr(model, "num_classes", None)
-    if isinstance(k, int) and k != info.num_classes:
-        raise ValueError(f"the model has {k} output classes but {data} has {info.num_classes}; "
-                         f"pick a model or dataset with the same classes.")
-    T, size = (int(shape[0]), (int(shape[2]), int(shape[3]))) if shape else (16, None)
-    return data, create_dataset(data, split, root=root, T=T, size=size, augment=False)
-
-
-def profile_checkpoint(checkpoint: str | Path, *, data: str | None = None, root: str | None = None,
-                       split: str = "test", samples: int = 64, table: str = "45nm-fp32",
-                       first_layer_once: bool = False, progress: bool = True,
-                       allow_shape_mismatch: bool = False) -> dict:
-    """Profile a checkpoint's model (its weights) on its dataset's ``split``.
-
-    Data (``data``/``root``) whose samples differ from the model's ``input_shape`` raises
-    ``InputShapeError`` unless ``allow_shape_mismatch`` (then an ``input_shape_mismatch``
-    entry leads the result's ``warnings``)."""
-    from spikemoe.engine.evaluate import check_input_shape, first_sample_shape, load_run_model
-    from spikemoe.engine.loaders import create_split
-
-    path, state, cfg, model = load_run_model(checkpoint, data=data, root=root,
-                                             allow_shape_mismatch=allow_shape_mismatch)
-    dataset = create_split(cfg.data, split, augment=False)
-    mismatch = check_input_shape(model, first_sample_shape(dataset), f"{cfg.data.name} {split}",
-                                 allow=allow_shape_mismatch,
-                                 source=f"{cfg.model.name} (from {path})")
-    result = _profile(model, dataset, samples, table, first_layer_once, progress)
-    result.update(model=cfg.model.name, data=cfg.data.name, split=split,
-                  weights=f"{path} (epoch {state.get('epoch')})")
-    _add_mismatch(result, mismatch)
-    return _ordered(result)
-
-
-def _add_mismatch(result: dict, mismatch: dict | None) -> None:
-    if mismatch is not None:
-        result["warnings"].insert(0, {
-            "code": "input_shape_mismatch",
-            "message": f"profiled on inputs of shape {mismatch['data']}, not the model's "
-                       f"{mismatch['model']} ({'; '.join(mismatch['differences'])}; "
-                       "--allow-shape-mismatch): not the model's recipe input.",
-            "layers": []})
-
-
-def profile_registered(name: str, *, data: str | None = None, root: str | None = None,
-                       split: str = "test", samples: int = 64, table: str = "45nm-fp32",
-                       first_layer_once: bool = False, seed: int = 0, progress: bool = True,
-                       allow_shape_mismatch: bool = False) -> dict:
-    """Profile a registered model at initialisation (seeded) on real data, built at the
-    model's T and size (its first sample is checked against ``input_shape`` all the same)."""
-    import torch
-
-    from spikemoe.engine.evaluate import check_input_shape, first_sample_shape
-    from spikemoe.models import create_model
-
-    torch.manual_seed(seed)
-    model = create_model(name)
-    data_name, dataset = _dataset_for_model(model, data, root, split)
-    mismatch = check_input_shape(model, first_sample_shape(dataset), f"{data_name} {split}",
-                                 allow=allow_shape_mismatch, source=name)
-    result = _profile(model, dataset, samples, table, first_layer_once, progress)
-    result.update(model=name, data=data_name, split=split,
-                  weights=f"random initialisation (seed {seed})")
-    _add_mismatch(result, mismatch)
-    return _ordered(result)
-
-
-def _profile(model, dataset, samples, table, first_layer_once, progress) -> dict:
-    from tqdm.auto import tqdm
-
-    from .profile import profile_model
-
-    n = min(samples, len(dataset))
-    bar = tqdm(total=n, desc="profile", unit="sample", disable=not progress, leave=False)
-    try:
-        result = profile_model(model.cpu(), dataset, table=table, first_layer_once=first_layer_once,
-                               max_samples=n, progress=bar)
-    finally:
-        bar.close()
-    result["params"] = sum(p.numel() for p in model.parameters())
-    return result
-
-
-def _ordered(result: dict) -> dict:
-    head = ("model", "data", "split", "weights", "params")
-    return {**{k: result[k] for k in head}, **{k: v for k, v in result.items() if k not in head}}
-
-
-def profile_to_dir(result: dict, out: str | Path, convention: str = "paper") -> list[Path]:
-    """Write ``profile.json``, ``profile.md`` and the PNG plots; returns the written paths.
-
-    Each file is written to a temporary name and renamed, so an interrupted profile never
-    leaves a half-written ``profile.json`` next to good plots."""
-
-    from .plots import plot_profile
-    from .report import profile_markdown
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, text in (("profile.json", json.dumps(result, indent=1) + "\n"),
-                       ("profile.md", profile_markdown(result, convention))):
-        _write_atomic(out / name, text)
-        written.append(out / name)
-    return written + plot_profile(result, out)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary name in the same folder, then rename: never a half file."""
-    import os
-
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def cmd_profile(args: argparse.Namespace) -> int:
     if (args.checkpoint is None) == (args.model is None):
         raise ValueError("give either a CHECKPOINT (a .pt file or run directory) or --model NAME "
@@ -253,27 +131,34 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count_params(name: str, model_cfg: dict) -> int | None:
+    """Parameters of the run's model, built on the meta device (no memory, no init)."""
+    kwargs = {k: v for k, v in model_cfg.items() if k != "name"}
+    try:
+        with torch.device("meta"):
+            return sum(p.numel() for p in create_model(name, **kwargs).parameters())
+    except ValueError:  # a model this version no longer has: leave the cell empty
+        return None
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import gather_run, runs_csv, runs_markdown
 
     if args.out:
         check_output_file(args.out, "--out")
     if args.csv:
         check_output_file(args.csv, "--csv")
-    rows = [gather_run(r) for r in args.runs]
+    rows = [gather_run(r, count_params=_count_params) for r in args.runs]
     table = runs_markdown(rows)
     if args.out:
-        _write_atomic(Path(args.out), table)
+        write_text_atomic(Path(args.out), table)
     if args.csv:
-        _write_atomic(Path(args.csv), runs_csv(rows))
+        write_text_atomic(Path(args.csv), runs_csv(rows))
     sys.stdout.write(table)
     return 0
 
 
 def add_analysis_parsers(subparsers) -> None:
     """Add ``profile`` and ``report`` to the CLI's sub-parsers."""
-    from .energy import CONVENTIONS, COST_TABLES
-
     p = subparsers.add_parser(
         "profile", help="firing rates, router statistics and energy per inference of a model",
         description="Measure a checkpoint (its model, weights and dataset) or a registered "

@@ -1,0 +1,111 @@
+"""Profiling a trained run or a registered model on real data (``spikemoe profile``, and the
+profile ``spikemoe train`` writes at the end of a run): builds the model and its dataset, checks
+that the data fits the model, and hands both to ``analysis.profile.profile_model``.
+
+``profile_checkpoint``: a checkpoint's model and weights on its run's dataset.
+``profile_registered``: a registered model at initialisation (seeded), on ``digits-dvs`` at the
+model's T and size when it takes 2-channel event frames, on ``stdlib-bytes`` windows for a
+byte-level language model, else on the dataset named.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..analysis.profile import profile_model
+from ..data import create_dataset, dataset_info
+from ..models import create_model
+from .evaluate import check_input_shape, first_sample_shape, load_run_model
+from .loaders import create_split
+
+__all__ = ["profile_checkpoint", "profile_registered"]
+
+
+def _dataset_for_model(model, data: str | None, root: str | None, split: str):
+    shape = getattr(model, "input_shape", None)  # (T, C, H, W), or (N,) for a byte-level LM
+    if shape is not None and len(shape) == 1:  # a language model: windows of N bytes
+        data = data or "stdlib-bytes"
+        return data, create_dataset(data, split, root=root, T=int(shape[0]), augment=False)
+    if data is None:
+        if shape is None or shape[1] != 2:
+            raise ValueError(
+                f"--model without --data profiles on digits-dvs, which gives 2-channel event "
+                f"frames, but this model takes input {list(shape) if shape else '?'}. Pass "
+                "--data NAME --root DIR (e.g. --data cifar10 --root /data/cifar).")
+        data = "digits-dvs"
+    info = dataset_info(data)
+    k = getattr(model, "num_classes", None)
+    if isinstance(k, int) and k != info.num_classes:
+        raise ValueError(f"the model has {k} output classes but {data} has {info.num_classes}; "
+                         f"pick a model or dataset with the same classes.")
+    T, size = (int(shape[0]), (int(shape[2]), int(shape[3]))) if shape else (16, None)
+    return data, create_dataset(data, split, root=root, T=T, size=size, augment=False)
+
+
+def profile_checkpoint(checkpoint: str | Path, *, data: str | None = None, root: str | None = None,
+                       split: str = "test", samples: int = 64, table: str = "45nm-fp32",
+                       first_layer_once: bool = False, progress: bool = True,
+                       allow_shape_mismatch: bool = False) -> dict:
+    """Profile a checkpoint's model (its weights) on its dataset's ``split``.
+
+    Data (``data``/``root``) whose samples differ from the model's ``input_shape`` raises
+    ``InputShapeError`` unless ``allow_shape_mismatch`` (then an ``input_shape_mismatch``
+    entry leads the result's ``warnings``)."""
+    path, state, cfg, model = load_run_model(checkpoint, data=data, root=root,
+                                             allow_shape_mismatch=allow_shape_mismatch)
+    dataset = create_split(cfg.data, split, augment=False)
+    mismatch = check_input_shape(model, first_sample_shape(dataset), f"{cfg.data.name} {split}",
+                                 allow=allow_shape_mismatch,
+                                 source=f"{cfg.model.name} (from {path})")
+    result = _profile(model, dataset, samples, table, first_layer_once, progress)
+    result.update(model=cfg.model.name, data=cfg.data.name, split=split,
+                  weights=f"{path} (epoch {state.get('epoch')})")
+    _add_mismatch(result, mismatch)
+    return _ordered(result)
+
+
+def _add_mismatch(result: dict, mismatch: dict | None) -> None:
+    if mismatch is not None:
+        result["warnings"].insert(0, {
+            "code": "input_shape_mismatch",
+            "message": f"profiled on inputs of shape {mismatch['data']}, not the model's "
+                       f"{mismatch['model']} ({'; '.join(mismatch['differences'])}; "
+                       "--allow-shape-mismatch): not the model's recipe input.",
+            "layers": []})
+
+
+def profile_registered(name: str, *, data: str | None = None, root: str | None = None,
+                       split: str = "test", samples: int = 64, table: str = "45nm-fp32",
+                       first_layer_once: bool = False, seed: int = 0, progress: bool = True,
+                       allow_shape_mismatch: bool = False) -> dict:
+    """Profile a registered model at initialisation (seeded) on real data, built at the
+    model's T and size (its first sample is checked against ``input_shape`` all the same)."""
+    torch.manual_seed(seed)
+    model = create_model(name)
+    data_name, dataset = _dataset_for_model(model, data, root, split)
+    mismatch = check_input_shape(model, first_sample_shape(dataset), f"{data_name} {split}",
+                                 allow=allow_shape_mismatch, source=name)
+    result = _profile(model, dataset, samples, table, first_layer_once, progress)
+    result.update(model=name, data=data_name, split=split,
+                  weights=f"random initialisation (seed {seed})")
+    _add_mismatch(result, mismatch)
+    return _ordered(result)
+
+
+def _profile(model, dataset, samples, table, first_layer_once, progress) -> dict:
+    n = min(samples, len(dataset))
+    bar = tqdm(total=n, desc="profile", unit="sample", disable=not progress, leave=False)
+    try:
+        result = profile_model(model.cpu(), dataset, table=table, first_layer_once=first_layer_once,
+                               max_samples=n, progress=bar)
+    finally:
+        bar.close()
+    result["params"] = sum(p.numel() for p in model.parameters())
+    return result
+
+
+def _ordered(result: dict) -> dict:
+    head = ("model", "data", "split", "weights", "params")
+    return {**{k: result[k] for k in head}, **{k: v for k, v in result.items() if k not in head}}
