@@ -7,8 +7,9 @@ input decay, hard reset and a sigmoid surrogate gradient (SpikingJelly 2.0 ``LIF
     S[t] = Heaviside(H[t] - V_th)                                (fire; dS/dH = alpha s(1-s))
     V[t] = H[t] (1 - S[t]) + V_reset S[t]                        (hard reset; S detached)
 
-Defaults follow the papers (``shared/reference/papers.md`` 2.1): tau 2.0, V_th 1.0,
-V_reset 0, ``detach_reset=True``, ``Sigmoid(alpha=4)``; the attention LIF uses V_th 0.5.
+Defaults follow Spikformer (Zhou et al., ICLR 2023) and its code (ZK-Zhou/spikformer): tau 2.0,
+V_th 1.0, V_reset 0, ``detach_reset=True``, ``Sigmoid(alpha=4)``; the attention LIF uses
+V_th 0.5.
 
 Backends (``backend=``):
     auto    SpikingJelly's own dispatch by tensor device: its CPU kernel on CPU; on CUDA

@@ -88,7 +88,7 @@ def test_train_ends_with_a_profile_and_report_gathers_the_run(tmp_path, capsys):
 
 
 def test_a_model_without_spiking_neurons_is_charged_macs_in_both_conventions():
-    """An ANN's sparse ReLU output is not spikes: every multiply-add is a MAC (papers.md 3)."""
+    """An ANN's sparse ReLU output is not spikes: every multiply-add is a MAC."""
     import torch
     from torch import nn
 
@@ -98,11 +98,11 @@ def test_a_model_without_spiking_neurons_is_charged_macs_in_both_conventions():
     ann = nn.Sequential(nn.Flatten(), nn.Linear(2 * 4 * 4, 8), nn.ReLU(), nn.Linear(8, 3))
     samples = [(torch.rand(2, 4, 4), i % 3) for i in range(5)]  # static [C, H, W] samples
     p = profile_model(ann, samples, batch_size=2, spread_samples=2)
-    assert p["samples"] == 5 and not p["spiking"] and p["firing"]["layers"] == {}
+    assert p.samples == 5 and not p.spiking and p.firing.layers == {}
     for c in ("paper", "strict"):
-        e = p["energy"][c]
-        assert e["sops"] == 0 and e["macs"] == 32 * 8 + 8 * 3  # per inference
-        assert e["mJ"] == pytest.approx((32 * 8 + 8 * 3) * 4.6e-9)
+        e = p.energy[c]
+        assert e.sops == 0 and e.macs == 32 * 8 + 8 * 3  # per inference
+        assert e.mj == pytest.approx((32 * 8 + 8 * 3) * 4.6e-9)
 
 
 def test_profile_a_byte_level_language_model_on_the_stdlib_corpus(tmp_path, capsys):
@@ -137,12 +137,12 @@ def test_routed_sequence_models_are_counted_one_sequence_at_a_time():
     model = create_model("test_subjective_depth").eval()
     samples = _digits(6)
     p = profile_model(model, samples, batch_size=32)
-    assert p["batch_size"] == 1 and p["energy"]["paper"]["per_sample_mJ"]["spread_samples"] == 6
+    assert p.batch_size == 1 and p.energy["paper"].per_inference.spread_samples == 6
     alone = 0
     for x, _ in samples:
         counter, _ = count_operations(model, x.unsqueeze(1))  # [T, 1, 2, 16, 16]
         alone += sum(r.dense_macs for r in counter.layer_records() if r.layer.startswith("layers.1."))
-    routed = sum(r["dense_macs"] for r in p["ops"]["layers"] if r["layer"].startswith("layers.1."))
+    routed = sum(r["dense_macs"] for r in p.ops.layers() if r["layer"].startswith("layers.1."))
     assert routed * 6 == pytest.approx(alone) and alone > 0
 
 
@@ -151,12 +151,38 @@ def test_vmoe_is_counted_per_routing_group_and_its_spread_brackets_the_mean():
 
     from spikemoe import create_model
     from spikemoe.analysis import profile_model
+    from spikemoe.contract import model_facts
 
     torch.manual_seed(0)
     model = create_model("test_vmoe").eval()
     p = profile_model(model, _digits(8), batch_size=32)
-    group = model.profile_batch_size
-    assert p["batch_size"] == group and "routing group" in p["spread_unit"]
-    s = p["energy"]["paper"]["per_sample_mJ"]
-    assert s["spread_samples"] == 8 // group
-    assert s["min"] <= s["mean"] * (1 + 1e-12) and s["mean"] <= s["max"] * (1 + 1e-12)
+    group = model_facts(model).measurement_batch
+    assert p.batch_size == group and "routing group" in p.spread_unit
+    s = p.energy["paper"].per_inference
+    assert s.spread_samples == 8 // group
+    assert s.min <= s.mean * (1 + 1e-12) and s.mean <= s.max * (1 + 1e-12)
+
+
+def test_plots_leave_pyplot_and_the_process_backend_alone(tmp_path):
+    """A notebook's backend and open figures are not touched: plots are bare ``Figure`` s."""
+    import sys
+
+    import matplotlib
+    import torch
+    from torch import nn
+
+    from spikemoe.analysis import profile_model
+    from spikemoe.analysis.plots import plot_profile
+
+    backend = matplotlib.rcParams._get_backend_or_none()
+    had_pyplot = "matplotlib.pyplot" in sys.modules
+    figures = sys.modules["matplotlib.pyplot"].get_fignums() if had_pyplot else None
+    ann = nn.Sequential(nn.Flatten(), nn.Linear(8, 3))
+    p = profile_model(ann, [(torch.rand(2, 2, 2), 1)])
+    paths = plot_profile(p, tmp_path)
+    assert [f.name for f in paths] == ["firing_rates.png", "router_rates.png", "energy_layers.png"]
+    assert all(f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in paths)
+    assert matplotlib.rcParams._get_backend_or_none() == backend
+    assert ("matplotlib.pyplot" in sys.modules) == had_pyplot
+    if had_pyplot:
+        assert sys.modules["matplotlib.pyplot"].get_fignums() == figures

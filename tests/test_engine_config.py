@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import spikemoe
+from spikemoe.cli.train import add_engine_parsers
 from spikemoe.data import dataset_info
 from spikemoe.engine import (
     ConfigError,
@@ -16,7 +17,6 @@ from spikemoe.engine import (
     load_config,
     save_config,
 )
-from spikemoe.cli.train import add_engine_parsers
 from spikemoe.engine.resume import resolve_train_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

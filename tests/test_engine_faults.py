@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from spikemoe.cli import main as engine_main
 from spikemoe.engine import (
     CheckpointError,
     NonFiniteLossError,
@@ -15,7 +16,6 @@ from spikemoe.engine import (
     load_config,
     read_metrics,
 )
-from spikemoe.cli import main as engine_main
 from spikemoe.engine.synthetic import TinyANN, synthetic_bundle
 
 RECIPE = textwrap.dedent("""\

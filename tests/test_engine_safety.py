@@ -358,8 +358,8 @@ def test_a_model_that_declares_sigmoid_cross_entropy_trains_on_it(tmp_path):
     model.classifier_loss = "sigmoid_xent"
     t = Trainer(_cfg(tmp_path, "optim.label_smoothing=0"), data=synthetic_bundle(), model=model)
     logits, targets = torch.zeros(3, 4), torch.tensor([0, 1, 3])
-    assert t.criterion(logits, targets).item() == pytest.approx(4 * 0.6931471805599453)
-    assert t.criterion(logits, targets).item() == sigmoid_cross_entropy(logits, targets).item()
+    assert t.task.loss(logits, targets).item() == pytest.approx(4 * 0.6931471805599453)
+    assert t.task.loss(logits, targets).item() == sigmoid_cross_entropy(logits, targets).item()
     t.close()
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import spikemoe.models
-from spikemoe.engine import Trainer, load_config, read_metrics
 from spikemoe.cli import main as engine_main
+from spikemoe.engine import Trainer, load_config, read_metrics
 from spikemoe.engine.losses import TETLoss
 from spikemoe.engine.synthetic import TinyANN, synthetic_bundle
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +12,12 @@ import pytest
 from torch import nn
 
 from spikemoe.cli import main
+from spikemoe.contract import SpikeMoEModel
 from spikemoe.engine.config import SECTIONS, DataConfig
 from spikemoe.engine.evaluate import InputShapeError, check_input_shape, data_sample_shape
 
 
-class _Recipe(nn.Module):
+class _Recipe(SpikeMoEModel):
     input_shape = (4, 2, 32, 32)  # [T, C, H, W]
 
 
@@ -119,3 +121,15 @@ def test_train_help_lists_every_config_key(capsys):
             if section != "model":  # model: name + free-form create_model overrides
                 assert f.name in words, f"{section}.{f.name} is missing from `train --help`"
     assert "profile_samples" in words
+    # each key with its type and default (the demo's value)
+    assert re.search(r"optim\.lr +float = 0\.002\n", keys)
+    assert re.search(r"data\.size +int or list\[int\] or null = null\n", keys)
+    assert re.search(r"data\.integration +str = count +\(count\|time\)\n", keys)
+
+
+def test_version_flag_prints_the_installed_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"spikemoe {version('spikemoe')}"

@@ -63,7 +63,8 @@ def test_backends_check_names_a_failing_kernel_and_exits_1(quick_check, capsys):
 def test_check_without_nvcc_trusts_nvrtc_alone(monkeypatch):
     """A pip-CuPy user has NVRTC but no CUDA toolkit: the kernels count as compiled when the
     compiler that is present succeeds, and nvcc's absence is no failure."""
-    from spikemoe.kernels import build_util, check as commands, nvrtc_check, verify
+    from spikemoe.kernels import build_util, nvrtc_check, verify
+    from spikemoe.kernels import check as commands
     from spikemoe.kernels.specs import SOURCES
 
     real = build_util.find_compiler

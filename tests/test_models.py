@@ -8,6 +8,7 @@ from torch import nn
 
 import spikemoe
 from spikemoe.cli import main as cli_main
+from spikemoe.contract import CLASSIFIER_LOSSES, ModelFacts, SpikeMoEModel, model_facts
 
 TEST_MODELS = ["test_spikformer", "test_spikformer_semm", "test_spike_driven",
                "test_spike_driven_semm"]
@@ -30,8 +31,8 @@ def test_parameter_counts_match_the_papers(name):
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_semm_twins_are_within_the_documented_range_of_their_baseline(name):
-    # Documented in models/spikformer.py: EMSA shares K/V, so twins are 7-11% smaller;
-    # with SSA-sized experts (per_expert q, k, v) they are within 1% (EMSP gate, h rounding).
+    # The gap per size is stated in models/spikformer.py (6.98% .. 10.36%: EMSA shares K/V);
+    # with SSA-sized experts (per_expert q, k, v) the twins are within 1% (EMSP gate, router).
     base = _count(name)
     for prefix in ("spikformer_semm_", "spike_driven_semm_"):
         twin = name.replace("spikformer_", prefix)
@@ -162,3 +163,41 @@ def test_models_cli_prints_json_rows(capsys):
     assert names == spikemoe.list_models("test_*") and set(TEST_MODELS) <= set(names)
     assert rows[0]["params"] == _count(rows[0]["name"])
     assert rows[0]["input_shape"] == [2, 2, 16, 16]
+
+
+# One per family and recipe kind: (input_shape, num_classes, T, measurement batch, loss).
+PINNED_FACTS = {
+    "spikformer_8_512": ((4, 3, 224, 224), 1000, 4, None, "softmax_xent"),
+    "spike_driven_semm_2_256_dvs": ((16, 2, 128, 128), 10, 16, None, "softmax_xent"),
+    "vit_4_384_cifar": ((1, 3, 32, 32), 10, 1, None, "softmax_xent"),
+    "vmoe_s_32_last2": ((1, 3, 224, 224), 1000, 1, 8, "softmax_xent"),
+    "test_vmoe": ((2, 2, 16, 16), 10, 2, 2, "softmax_xent"),
+    "causal_transformer_lm_small": ((128,), 256, 128, 1, "softmax_xent"),
+    "subjective_depth_digits": ((4, 2, 32, 32), 10, 4, 1, "softmax_xent"),
+}
+
+
+@pytest.mark.parametrize("name", spikemoe.list_models())
+def test_every_registered_model_declares_its_facts(name):
+    with torch.device("meta"):
+        model = spikemoe.create_model(name)
+    assert isinstance(model, SpikeMoEModel)
+    facts = model_facts(model)
+    # the contract reads exactly the attributes the model declares
+    assert facts == ModelFacts(input_shape=tuple(model.input_shape),
+                               num_classes=model.num_classes, time_steps=model.T,
+                               measurement_batch=model.profile_batch_size,
+                               classifier_loss=model.classifier_loss)
+    assert facts.classifier_loss in CLASSIFIER_LOSSES and facts.num_classes >= 2
+    if len(facts.input_shape) == 4:  # frames [T, C, H, W]: the model unrolls T steps
+        assert facts.input_shape[0] == facts.time_steps
+    if name in PINNED_FACTS:
+        assert (facts.input_shape, facts.num_classes, facts.time_steps, facts.measurement_batch,
+                facts.classifier_loss) == PINNED_FACTS[name]
+
+
+def test_the_sigmoid_recipe_is_a_declared_fact():
+    with torch.device("meta"):
+        model = spikemoe.create_model("test_vmoe", classifier_loss="sigmoid_xent")
+    assert model_facts(model).classifier_loss == "sigmoid_xent"
+    assert model_facts(nn.Linear(2, 2)) == ModelFacts()  # any other module: nothing declared

@@ -3,6 +3,7 @@ of ``spikemoe profile``'s output, in ``profile.json`` / ``profile.md`` and in ``
 A network that fires (the ``excite`` fixture) gets no warning anywhere."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -25,8 +26,9 @@ def samples():
     return [ds[i] for i in range(3)]  # [2, 2, 16, 16] event frames each
 
 
-def _run_dir(tmp_path, name: str, profile: dict):
-    """A finished run directory as `spikemoe train` leaves it, with ``profile`` as its profile."""
+def _run_dir(tmp_path, name: str, profile):
+    """A finished run directory as `spikemoe train` leaves it, with ``profile`` (a
+    ``ProfileResult``) as its profile."""
     run = tmp_path / name
     run.mkdir()
     (run / "config.yaml").write_text(yaml.safe_dump(
@@ -34,8 +36,8 @@ def _run_dir(tmp_path, name: str, profile: dict):
     (run / "summary.json").write_text(json.dumps(
         {"model": "test_spikformer_semm", "data": "digits-dvs", "best_top1": 50.0,
          "final_top1": 40.0, "stopped": False, "steps": 10, "epochs": 1}))
-    profile_to_dir({**profile, "model": "test_spikformer_semm", "data": "digits-dvs",
-                    "params": 1, "weights": "test"}, run / "profile")
+    profile_to_dir(dataclasses.replace(profile, model="test_spikformer_semm", data="digits-dvs",
+                                       params=1, weights="test"), run / "profile")
     return run
 
 
@@ -56,13 +58,13 @@ def test_dead_network_is_warned_everywhere(tmp_path, samples, capsys):
     """The untrained Spikformer-SEMM (weights std 0.02) fires 0 in every LIF."""
     torch.manual_seed(0)
     p = profile_model(create_model("test_spikformer_semm"), samples)
-    assert p["firing"]["mean_rate"] == 0
-    assert [w["code"] for w in p["warnings"]] == ["no_spikes"]
-    assert p["firing"]["silent_layers"] == list(p["firing"]["layers"]) and len(p["firing"]["layers"]) == 12
+    assert p.firing.mean_rate == 0
+    assert [w.code for w in p.warnings] == ["no_spikes"]
+    assert p.firing.silent_layers == list(p.firing.layers) and len(p.firing.layers) == 12
 
     run = _run_dir(tmp_path, "dead", p)
     stored = json.loads((run / "profile" / "profile.json").read_text())
-    assert stored["warnings"] == p["warnings"]
+    assert stored["warnings"] == [w.to_dict() for w in p.warnings]
     md = (run / "profile" / "profile.md").read_text().splitlines()
     assert md[2].startswith("> **Warning (no_spikes)**: no spiking neuron fired over 3 sample(s)")
     assert "| stem.lifs.0 | 0.0000 **silent** |" in "\n".join(md)
@@ -95,16 +97,16 @@ def test_silent_stem_is_named_when_later_layers_fire_from_biases(samples, excite
         first.bias.fill_(-1.0)  # every input to stem.lifs.0 is -1: it can never fire
         second.bias.fill_(3.0)  # stem.lifs.1 fires from its bias alone, whatever the input
     p = profile_model(model, samples)
-    codes = [w["code"] for w in p["warnings"]]
-    assert codes[0] == "stem_silent" and p["warnings"][0]["layers"] == ["stem.lifs.0"]
-    assert "no_spikes" not in codes and p["firing"]["mean_rate"] > 0
+    codes = [w.code for w in p.warnings]
+    assert codes[0] == "stem_silent" and p.warnings[0].layers == ["stem.lifs.0"]
+    assert "no_spikes" not in codes and p.firing.mean_rate > 0
 
 
 def test_firing_network_gets_no_warning(tmp_path, samples, excite, capsys):
     torch.manual_seed(0)
     p = profile_model(excite(create_model("test_spikformer_semm")), samples)
-    assert p["warnings"] == [] and p["firing"]["silent_layers"] == []
-    assert all(v["spikes"] > 0 for v in p["firing"]["layers"].values())
+    assert p.warnings == [] and p.firing.silent_layers == []
+    assert all(v["spikes"] > 0 for v in p.firing.layers.values())
     run = _run_dir(tmp_path, "alive", p)
     assert json.loads((run / "profile" / "profile.json").read_text())["warnings"] == []
     assert "Warning" not in (run / "profile" / "profile.md").read_text()
@@ -117,6 +119,9 @@ def test_firing_network_gets_no_warning(tmp_path, samples, excite, capsys):
 def test_report_derives_warnings_for_a_profile_written_before_the_field(tmp_path, samples):
     torch.manual_seed(0)
     p = profile_model(create_model("test_spikformer_semm"), samples)
-    del p["warnings"]  # a profile.json from an older spikemoe
-    row = gather_run(_run_dir(tmp_path, "old", p))
+    run = _run_dir(tmp_path, "old", p)
+    stored = json.loads((run / "profile" / "profile.json").read_text())
+    del stored["warnings"]  # a profile.json from an older spikemoe
+    (run / "profile" / "profile.json").write_text(json.dumps(stored))
+    row = gather_run(run)
     assert row["warning_codes"] == ["no_spikes"]

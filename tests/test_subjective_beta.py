@@ -177,8 +177,7 @@ def test_the_references_head_formulation_trains(name):
     heads = [n for n, _ in model.named_parameters() if "_head.proj" in n]
     assert heads  # the prior / TPN predicts a log-variance
     for pname, p in model.named_parameters():
-        if not pname.startswith("patch_embed"):
-            assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
     assert all(model.get_parameter(n).grad.abs().sum() > 0 for n in heads)
 
 

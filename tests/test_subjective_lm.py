@@ -13,6 +13,7 @@ from spikemoe.data.text_corpus import split_of, stdlib_files
 from spikemoe.engine import Trainer, load_config, read_metrics
 from spikemoe.engine.evaluate import evaluate_model
 from spikemoe.engine.losses import token_view
+from spikemoe.engine.task import task_for
 from spikemoe.models import ModelOutput
 
 
@@ -89,7 +90,7 @@ class _FavoursZero(nn.Module):
 def test_token_level_loss_and_perplexity_by_hand():
     x = torch.zeros(1, 4, dtype=torch.int64)
     y = torch.tensor([[0, 5, 0, 7]])
-    r = evaluate_model(_FavoursZero(), [(x, y)], torch.device("cpu"))
+    r = evaluate_model(_FavoursZero(), [(x, y)], torch.device("cpu"), task_for("text"))
     # per token: -ln(2/257) for the two 0s, -ln(1/257) for 5 and 7; mean = ln 257 - ln 2 / 2,
     # perplexity = 257 / sqrt(2) = 181.73; argmax is byte 0: 2 of 4 right
     assert r["loss"] == pytest.approx(math.log(257) - math.log(2) / 2)

@@ -30,10 +30,21 @@ def test_input_contract_shapes_and_attributes(name):
     assert isinstance(out, spikemoe.ModelOutput) and out.logits.shape == (3, 10)
     assert torch.equal(model(frames).logits, out.logits)  # no state between calls
     assert model(torch.rand(5, 1, 2, 16, 16)).logits.shape == (1, 10)  # any number of frames
-    assert model(torch.rand(4, 2, 16, 16)).logits.shape == (4, 10)  # image: 16 patch tokens
-    for shape in [(2, 16, 16), (2, 3, 3, 16, 16), (2, 3, 2, 15, 16), (4, 2, 15, 16)]:
+    torch.manual_seed(0)
+    images = spikemoe.create_model(name, input_kind="images").eval()
+    assert images.input_shape == model.input_shape
+    assert images(torch.rand(4, 2, 16, 16)).logits.shape == (4, 10)  # image: 16 patch tokens
+    # each builds the embedding of its own input only; one seed, the same other weights
+    frame_sd, image_sd = model.state_dict(), images.state_dict()
+    assert {k for k in frame_sd if "embed" in k} == {"frame_embed.weight", "frame_embed.bias"}
+    assert {k for k in image_sd if "embed" in k} == {"patch_embed.weight", "patch_embed.bias"}
+    assert {k for k in frame_sd if "embed" not in k} == {k for k in image_sd if "embed" not in k}
+    assert all(torch.equal(v, image_sd[k]) for k, v in frame_sd.items() if "embed" not in k)
+    bad = [(2, 16, 16), (2, 3, 3, 16, 16), (2, 3, 2, 15, 16), (4, 2, 15, 16)]
+    for m, shape in [(model, s) for s in [*bad, (4, 2, 16, 16)]] + \
+            [(images, s) for s in [*bad, (2, 3, 2, 16, 16)]]:
         with pytest.raises(ValueError) as err:
-            model(torch.zeros(shape))
+            m(torch.zeros(shape))
         msg = str(err.value)
         assert str(shape) in msg and "[T, B, 2, H, W]" in msg and "[B, 2, H, W]" in msg
     lm = spikemoe.create_model(name, task="lm")
@@ -42,16 +53,31 @@ def test_input_contract_shapes_and_attributes(name):
         lm(torch.rand(2, 5))
 
 
+def test_a_state_dict_holding_both_embeddings_loads_into_either_classifier():
+    # the embedding of the other input kind is dropped on load; the own one stays required
+    frames = spikemoe.create_model("test_causal_transformer")
+    images = spikemoe.create_model("test_causal_transformer", input_kind="images")
+    both = {**frames.state_dict(), **images.state_dict()}
+    frames.load_state_dict(both)
+    images.load_state_dict(both)
+    assert torch.equal(frames.frame_embed.weight, both["frame_embed.weight"])
+    with pytest.raises(RuntimeError, match="patch_embed.weight"):
+        images.load_state_dict(frames.state_dict())
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 def test_every_parameter_gets_a_finite_gradient(name):
     torch.manual_seed(0)
+    # every parameter trains: DistributedDataParallel needs no find_unused_parameters
+    images = spikemoe.create_model(name, input_kind="images").train()
+    out = images(torch.rand(3, 2, 16, 16))  # 16 patch tokens
+    (torch.nn.functional.cross_entropy(out.logits, torch.arange(3)) + out.aux_loss).backward()
+    for pname, p in images.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
     model = spikemoe.create_model(name).train()
-    out = model(torch.rand(4, 3, 2, 16, 16))  # frames: the patch embedding stays unused
+    out = model(torch.rand(4, 3, 2, 16, 16))  # 4 frame tokens
     (torch.nn.functional.cross_entropy(out.logits, torch.arange(3)) + out.aux_loss).backward()
     for pname, p in model.named_parameters():
-        if pname.startswith("patch_embed"):
-            assert p.grad is None
-            continue
         assert p.grad is not None, f"{pname} received no gradient"
         assert torch.isfinite(p.grad).all(), pname
     if name != "test_causal_transformer":

@@ -10,6 +10,7 @@ import torch
 
 import spikemoe
 from spikemoe.cli import main as engine_main
+from spikemoe.contract import AUX_LOSS
 from spikemoe.engine.synthetic import synthetic_bundle
 from spikemoe.layers import TimeFolding
 from spikemoe.models.vit import moe_blocks, sigmoid_cross_entropy
@@ -78,6 +79,23 @@ def test_aux_loss_is_the_sum_over_moe_blocks():
     # eval: aux = .005 L_imp per block
     per_block = [0.005 * out.metrics[f"blocks.{i}.mlp.importance_loss"] for i in (1, 3)]
     torch.testing.assert_close(out.aux_loss, sum(per_block))
+
+
+def test_blocks_return_out_and_metrics_with_the_aux_loss_inside():
+    torch.manual_seed(0)
+    model = spikemoe.create_model("test_vmoe", depth=4).eval()  # MoE in blocks 1 and 3
+    tokens = torch.randn(2, 17, 32)  # [B, 1+N, D]
+    auxes = []
+    for i, block in enumerate(model.blocks):
+        y, metrics = block(tokens)
+        assert y.shape == tokens.shape
+        assert (AUX_LOSS in metrics) == (i in (1, 3))  # only the MoE blocks have one
+        assert all(k.startswith("mlp.") for k in metrics if k != AUX_LOSS)
+        auxes += [metrics[AUX_LOSS]] if AUX_LOSS in metrics else []
+    # the model sums them into ModelOutput.aux_loss and keeps them out of its metrics
+    out = model(torch.rand(2, 2, 2, 16, 16))
+    assert out.aux_loss.ndim == 0 and not any(k.endswith(AUX_LOSS) for k in out.metrics)
+    assert len(auxes) == 2 and all(a.ndim == 0 and a.item() > 0 for a in auxes)
 
 
 def test_moe_placement():

@@ -1,6 +1,7 @@
 """Energy per inference from counted operations, under a named convention and cost table.
 
-The field's estimate (Spikformer, Spike-driven Transformer; papers.md section 3):
+The field's estimate (Spikformer, Zhou et al., ICLR 2023; Spike-driven Transformer, Yao et al.,
+NeurIPS 2023):
 
     E = E_MAC * FLOPs(first layer) + E_AC * sum_l SOP_l,     SOP_l = fr_l * T * FLOPs_l
 
@@ -116,9 +117,15 @@ def layer_energy(rec: OpRecord, convention: str, table: CostTable, samples: int 
 def audit(records: list[OpRecord]) -> list[dict]:
     """Layers whose input is not binary, each with the reason: what a reviewer checks first.
 
-    Reasons: ``first layer, real-valued input`` (the encoder reads pixels or event counts),
-    ``integer spike counts`` (e.g. a spike-sum residual feeding a layer: values > 1),
-    ``real-valued activation`` (e.g. a membrane-potential shortcut or a float feature).
+    Returns:
+        One ``{"layer", "kind", "input_rate", "reason"}`` per such layer, in execution order,
+        with ``reason`` one of:
+
+        ``first layer: reads the model input (non-negative integers, e.g. event counts)``
+        ``first layer: reads the model input (real-valued)`` (e.g. pixels)
+        ``integer spike counts (values > 1, e.g. a spike-sum residual)``
+        ``real-valued activation (not spikes)`` (e.g. a membrane-potential shortcut or a
+        float feature)
     """
     out = []
     for r in records:

@@ -9,8 +9,9 @@ For a neuron layer l with output spikes S_l[t] (any shape after the time axis):
 (spikes are binary, so sum(S) is taken as the number of nonzero outputs; a neuron with
 graded outputs would be reported by how often it emits, not by the sum of its values).
 
-For a router neuron (tagged by ``spikemoe.moe.mark_router_neuron`` with its expert axis),
-with R[t, ..., e] its spikes for expert e:
+For a router neuron (declared by ``spikemoe.contract.mark_router_neuron`` with its expert
+axis), with R[t, ..., e] its spikes for expert e, the counts of ``spikemoe.moe.router_counts``
+are added over the batches and turned into rates by ``RouterCounts.statistics``:
 
     ASR_e[t]        = mean over tokens of R[t, ..., e]      the paper's router average spiking rate
     usage_e         = sum R[..., e] / sum R                 share of all routing spikes going to e
@@ -29,18 +30,14 @@ import torch
 from spikingjelly.activation_based.neuron import BaseNode
 from torch import nn
 
+from ..contract import router_expert_axis
+from ..moe.router import RouterCounts, router_counts
+
 
 @dataclass
 class _Sums:
     spikes: torch.Tensor  # [T] float64
     elements: torch.Tensor  # [T] float64
-
-
-@dataclass
-class _RouterSums:
-    per_expert: torch.Tensor  # [T, E] spikes per expert
-    tokens: torch.Tensor  # [T] tokens seen
-    none: torch.Tensor  # [T] tokens routed to no expert
 
 
 def _grow(t: torch.Tensor, steps: int) -> torch.Tensor:
@@ -63,9 +60,6 @@ class FiringRates:
         elements = sum(v["elements"] for v in self.layers.values())
         return spikes / elements if elements else 0.0
 
-    def to_dict(self) -> dict:
-        return {"mean_rate": self.mean_rate(), "layers": self.layers, "routers": self.routers}
-
 
 class FiringRateMonitor:
     """Hooks on every spiking neuron of ``model``; use as ``with FiringRateMonitor(m) as mon``.
@@ -83,7 +77,7 @@ class FiringRateMonitor:
 
     def reset(self) -> None:
         self._sums: dict[str, _Sums] = {}
-        self._routers: dict[str, _RouterSums] = {}
+        self._routers: dict[str, RouterCounts] = {}  # float64 sums on the CPU
 
     def __enter__(self) -> FiringRateMonitor:
         for name, neuron in self.neurons.items():
@@ -125,27 +119,23 @@ class FiringRateMonitor:
         acc.spikes, acc.elements = _grow(acc.spikes, steps), _grow(acc.elements, steps)
         acc.spikes[:steps] += spikes
         acc.elements[:steps] += elements
-        axis = getattr(module, "expert_axis", None)
+        axis = router_expert_axis(module)
         if axis is not None:
             self._accumulate_router(name, s, axis)
 
     def _accumulate_router(self, name: str, s: torch.Tensor, axis: int) -> None:
-        r = s.movedim(axis, -1)  # [T, ..., E]
-        steps, experts = r.shape[0], r.shape[-1]
-        r = r.reshape(steps, -1, experts)  # [T, tokens, E]
-        per_expert = r.sum(1, dtype=torch.float64).cpu()  # [T, E]
-        none = (r.amax(-1) == 0).sum(1, dtype=torch.float64).cpu()  # [T]
-        tokens = torch.full((steps,), float(r.shape[1]), dtype=torch.float64)
+        counts = router_counts(s, axis, torch.float64)  # [T, E], [T], [T]
+        steps, experts = counts.per_expert.shape
         acc = self._routers.get(name)
         if acc is None:
-            acc = self._routers[name] = _RouterSums(
+            acc = self._routers[name] = RouterCounts(
                 torch.zeros(steps, experts, dtype=torch.float64),
                 torch.zeros(steps, dtype=torch.float64), torch.zeros(steps, dtype=torch.float64))
         acc.per_expert = _grow(acc.per_expert, steps)
         acc.tokens, acc.none = _grow(acc.tokens, steps), _grow(acc.none, steps)
-        acc.per_expert[:steps] += per_expert
-        acc.tokens[:steps] += tokens
-        acc.none[:steps] += none
+        acc.per_expert[:steps] += counts.per_expert.cpu()
+        acc.tokens[:steps] += counts.tokens.cpu()
+        acc.none[:steps] += counts.none.cpu()
 
     def result(self) -> FiringRates:
         out = FiringRates()
@@ -159,13 +149,13 @@ class FiringRateMonitor:
                 "router": name in self._routers,
             }
         for name, acc in self._routers.items():
-            tokens = acc.tokens.clamp_min(1)
+            stats = acc.statistics()
             total = acc.per_expert.sum()
             out.routers[name] = {
-                "expert_rate": (acc.per_expert.sum(0) / tokens.sum()).tolist(),
-                "expert_rate_per_step": (acc.per_expert / tokens[:, None]).tolist(),
+                "expert_rate": stats["expert_rate"].tolist(),
+                "expert_rate_per_step": stats["expert_rate_per_step"].tolist(),
                 "expert_usage": (acc.per_expert.sum(0) / total.clamp_min(1)).tolist(),
-                "routed_to_none": float(acc.none.sum() / tokens.sum()),
+                "routed_to_none": float(stats["routed_to_none"]),
                 "num_experts": int(acc.per_expert.shape[1]),
             }
         return out

@@ -1,61 +1,62 @@
-"""PNG plots of a profile (``profile_model``'s dict), drawn with matplotlib (Agg, no display).
+"""PNG plots of a profile (``ProfileResult``), drawn with matplotlib.
 
     firing_rates.png    heatmap: spiking neuron layer (rows) x time step (columns), rate
     router_rates.png    per SEMM router: average spiking rate per expert (bars, one panel a
                         router; channel-wise EMSP gates with many experts as a line)
     energy_layers.png   energy per layer under both conventions (horizontal bars, uJ)
+
+Each plot is its own ``matplotlib.figure.Figure``, rendered by the Agg canvas that
+``savefig`` picks for PNG: pyplot is not used, so the process's backend and pyplot's list of
+open figures (a notebook's) are left as they were.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..files import atomic_write
+from .results import ProfileResult
 
 __all__ = ["plot_profile"]
 
 
-def _plt():
-    import matplotlib
+def _figure(figsize: tuple[float, float]):
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(figsize=figsize)
 
 
-def _save(fig, path: Path) -> None:
+def _save(fig, path: Path) -> Path:
     """PNG to a temporary name, then renamed: an interrupted plot never leaves a half file."""
+    fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, dpi=110, format="png"))
+    return path
 
 
-def plot_firing_heatmap(profile: dict, path: Path) -> Path:
-    plt = _plt()
-    layers = profile["firing"]["layers"]
+def plot_firing_heatmap(profile: ProfileResult, path: Path) -> Path:
+    layers = profile.firing.layers
     names = list(layers)
     steps = max((len(v["rate_per_step"]) for v in layers.values()), default=1)
     grid = [v["rate_per_step"] + [float("nan")] * (steps - len(v["rate_per_step"]))
             for v in layers.values()] or [[float("nan")]]
-    fig, ax = plt.subplots(figsize=(2.5 + 0.5 * steps, 1.2 + 0.28 * max(len(names), 1)))
+    fig = _figure((2.5 + 0.5 * steps, 1.2 + 0.28 * max(len(names), 1)))
+    ax = fig.subplots()
     im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0.0)
     ax.set_yticks(range(len(names)), names, fontsize=7)
     ax.set_xticks(range(steps), [str(t) for t in range(steps)])
     ax.set_xlabel("time step t")
-    ax.set_title(f"firing rate per layer and time step (mean {profile['firing']['mean_rate']:.3f})",
+    ax.set_title(f"firing rate per layer and time step (mean {profile.firing.mean_rate:.3f})",
                  fontsize=9)
     fig.colorbar(im, ax=ax, label="spikes per neuron per step")
     if not names:
         ax.text(0, 0, "no spiking neurons", ha="center")
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
-def plot_router_rates(profile: dict, path: Path) -> Path:
-    plt = _plt()
-    routers = profile.get("routers", {})
+def plot_router_rates(profile: ProfileResult, path: Path) -> Path:
+    routers = profile.routers
     n = max(len(routers), 1)
-    fig, axes = plt.subplots(n, 1, figsize=(7, 1.8 * n + 0.6), squeeze=False)
+    fig = _figure((7, 1.8 * n + 0.6))
+    axes = fig.subplots(n, 1, squeeze=False)
     for ax, (name, r) in zip(axes[:, 0], routers.items()):
         rates = r["expert_rate"]
         x = range(len(rates))
@@ -74,38 +75,31 @@ def plot_router_rates(profile: dict, path: Path) -> Path:
     else:
         axes[-1, 0].set_xlabel("expert")
     fig.suptitle("router average spiking rate per expert", fontsize=10)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
-def plot_energy_layers(profile: dict, path: Path) -> Path:
-    plt = _plt()
-    energy = profile["energy"]
+def plot_energy_layers(profile: ProfileResult, path: Path) -> Path:
+    energy = profile.energy
     conventions = list(energy)
-    names = [f"{e['layer']} ({e['kind']})" for e in energy[conventions[0]]["layers"]
-             if e["kind"] != "mask"]
-    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.28 * max(len(names), 1)))
+    names = [f"{e.layer} ({e.kind})" for e in energy[conventions[0]].layers if e.kind != "mask"]
+    fig = _figure((7.5, 1.2 + 0.28 * max(len(names), 1)))
+    ax = fig.subplots()
     height = 0.8 / len(conventions)
     for i, c in enumerate(conventions):
-        values = [e["energy_pj"] * 1e-6 for e in energy[c]["layers"] if e["kind"] != "mask"]
+        values = [e.energy_pj * 1e-6 for e in energy[c].layers if e.kind != "mask"]
         ys = [y + i * height for y in range(len(values))]
         ax.barh(ys, values, height=height,
-                label=f"{c}: {energy[c]['per_sample_mJ']['mean']:.4g} mJ per inference")
+                label=f"{c}: {energy[c].per_inference.mean:.4g} mJ per inference")
     ax.set_yticks([y + height * (len(conventions) - 1) / 2 for y in range(len(names))], names,
                   fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel(f"energy per inference (uJ), {profile['cost_table']['name']}")
+    ax.set_xlabel(f"energy per inference (uJ), {profile.cost_table.name}")
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title("energy per layer", fontsize=10)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
-def plot_profile(profile: dict, out_dir: str | Path) -> list[Path]:
+def plot_profile(profile: ProfileResult, out_dir: str | Path) -> list[Path]:
     """Write the three PNGs into ``out_dir``; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

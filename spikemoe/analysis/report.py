@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .health import firing_warnings
+from .results import ProfileResult
 from .runlog import read_json_file, read_jsonl
 
 __all__ = ["RUN_COLUMNS", "gather_run", "profile_markdown", "profile_warnings", "runs_csv",
@@ -37,58 +38,56 @@ def _fmt(v, digits: int = 4) -> str:
     return str(v)
 
 
-def profile_markdown(p: dict, convention: str = "paper") -> str:
+def profile_markdown(p: ProfileResult, convention: str = "paper") -> str:
     """The profile of one model as markdown: summary, energy per layer, audit, routers."""
-    e = p["energy"][convention]
-    other = [c for c in p["energy"] if c != convention]
-    lines = [f"# Profile: {p.get('model', '?')} on {p.get('data', '?')}", ""]
-    for w in profile_warnings(p):  # first, before any figure a reader could take at face value
-        lines += [f"> **Warning ({w['code']})**: {w['message']}", ">"]
+    e = p.energy[convention]
+    spread = e.per_inference
+    other = [c for c in p.energy if c != convention]
+    t = p.cost_table
+    lines = [f"# Profile: {_known(p.model)} on {_known(p.data)}", ""]
+    for w in p.warnings:  # first, before any figure a reader could take at face value
+        lines += [f"> **Warning ({w.code})**: {w.message}", ">"]
     if lines[-1] == ">":
         lines[-1] = ""
-    lines += [f"- samples: {p['samples']}, T = {p['T']}; energy spread over "
-             f"{e['per_sample_mJ'].get('spread_samples', '?')} x "
-             f"{p.get('spread_unit', 'sample (each run alone)')}; parameters: "
-             f"{_fmt(p.get('params'))}, weights: {p.get('weights', '?')}",
-             f"- cost table: {p['cost_table']['name']} (E_MAC {p['cost_table']['e_mac_pj']} pJ, "
-             f"E_AC {p['cost_table']['e_ac_pj']} pJ; {p['cost_table']['source']})",
-             f"- energy per inference ({convention}): {e['per_sample_mJ']['mean']:.4g} mJ "
-             f"(spread: std {e['per_sample_mJ']['std']:.2g}, min {e['per_sample_mJ']['min']:.4g}, "
-             f"max {e['per_sample_mJ']['max']:.4g})"]
+    lines += [f"- samples: {p.samples}, T = {p.time_steps}; energy spread over "
+              f"{spread.spread_samples} x {p.spread_unit}; parameters: "
+              f"{_fmt(p.params)}, weights: {_known(p.weights)}",
+              f"- cost table: {t.name} (E_MAC {t.e_mac_pj} pJ, E_AC {t.e_ac_pj} pJ; {t.source})",
+              f"- energy per inference ({convention}): {spread.mean:.4g} mJ "
+              f"(spread: std {spread.std:.2g}, min {spread.min:.4g}, max {spread.max:.4g})"]
     for c in other:
-        lines.append(f"- energy per inference ({c}): "
-                     f"{p['energy'][c]['per_sample_mJ']['mean']:.4g} mJ")
-    lines += [f"- MACs {_fmt(e['macs'])}, SOPs {_fmt(e['sops'])}, mask ops {_fmt(e['mask_ops'])}, "
-              f"dense MACs {_fmt(p['ops']['dense_macs'])} per inference",
-              f"- mean firing rate: {p['firing']['mean_rate']:.4f}"]
-    if "accuracy" in p:
-        lines.append(f"- top-1 on the profiled samples: {p['accuracy']['top1']:.2f}%")
+        lines.append(f"- energy per inference ({c}): {p.energy[c].per_inference.mean:.4g} mJ")
+    lines += [f"- MACs {_fmt(e.macs)}, SOPs {_fmt(e.sops)}, mask ops {_fmt(e.mask_ops)}, "
+              f"dense MACs {_fmt(p.ops.dense_macs)} per inference",
+              f"- mean firing rate: {p.firing.mean_rate:.4f}"]
+    if p.accuracy is not None:
+        lines.append(f"- top-1 on the profiled samples: {p.accuracy.top1:.2f}%")
     lines += ["", f"## Energy per layer ({convention})", "",
               "| layer | kind | dense MACs | input rate | binary | MACs | SOPs | energy (nJ) |",
               "| --- | --- | ---: | ---: | :---: | ---: | ---: | ---: |"]
-    for r in e["layers"]:
-        lines.append(f"| {r['layer']} | {r['kind']} | {_fmt(r['dense_macs'])} | "
-                     f"{r['input_rate']:.4f} | {'yes' if r['binary'] else 'no'} | "
-                     f"{_fmt(r['macs'])} | {_fmt(r['sops'])} | {r['energy_pj'] * 1e-3:.4g} |")
+    for r in e.layers:
+        lines.append(f"| {r.layer} | {r.kind} | {_fmt(r.dense_macs)} | {r.input_rate:.4f} | "
+                     f"{'yes' if r.binary else 'no'} | {_fmt(r.macs)} | {_fmt(r.sops)} | "
+                     f"{r.energy_pj * 1e-3:.4g} |")
     lines += ["", "## Spike-driven audit: layers whose input is not binary", ""]
-    if not p.get("spiking", True):
+    if not p.spiking:
         lines.append("not a spiking model (no spiking neurons): every layer is charged MACs.")
-    elif p["audit"]:
+    elif p.audit:
         lines += ["| layer | kind | input rate | reason |", "| --- | --- | ---: | --- |"]
         lines += [f"| {a['layer']} | {a['kind']} | {a['input_rate']:.4f} | {a['reason']} |"
-                  for a in p["audit"]]
+                  for a in p.audit]
     else:
         lines.append("none: every Linear / Conv / matmul reads binary spikes.")
     lines += ["", "## Firing rate per layer", "", "| layer | rate | rate per time step |",
               "| --- | ---: | --- |"]
-    for name, v in p["firing"]["layers"].items():
+    for name, v in p.firing.layers.items():
         steps = ", ".join(f"{r:.3f}" for r in v["rate_per_step"])
-        silent = " **silent**" if v.get("spikes", 1) == 0 else ""  # 0 spikes over the profile
+        silent = " **silent**" if v["spikes"] == 0 else ""  # 0 spikes over the profile
         lines.append(f"| {name} | {v['rate']:.4f}{silent} | {steps} |")
-    if p.get("routers"):
+    if p.routers:
         lines += ["", "## Routers", "", "| router | experts | rate per expert | routed to none |",
                   "| --- | ---: | --- | ---: |"]
-        for name, r in p["routers"].items():
+        for name, r in p.routers.items():
             rates = r["expert_rate"]
             shown = ", ".join(f"{x:.3f}" for x in rates[:8]) + (" ..." if len(rates) > 8 else "")
             lines.append(f"| {name} | {r['num_experts']} | {shown} | "
@@ -96,9 +95,14 @@ def profile_markdown(p: dict, convention: str = "paper") -> str:
     return "\n".join(lines) + "\n"
 
 
+def _known(v) -> str:
+    return "?" if v is None else str(v)
+
+
 def profile_warnings(p: dict) -> list[dict]:
-    """A profile's warnings: its ``warnings`` field, or, for a profile.json written before
-    that field existed, the same warnings derived from its per-layer spike counts."""
+    """A stored profile's warnings (``p``: a ``profile.json`` dict): its ``warnings`` field, or,
+    for a profile.json written before that field existed, the same warnings derived from its
+    per-layer spike counts."""
     if "warnings" in p:
         return list(p["warnings"])
     layers = p.get("firing", {}).get("layers", {})

@@ -24,11 +24,21 @@ from .train import add_engine_parsers
 __all__ = ["build_parser", "main"]
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("spikemoe")
+    except PackageNotFoundError:  # imported from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spikemoe",
         description="Spiking transformers with mixtures of spiking experts (SEMM).",
     )
+    parser.add_argument("--version", action="version", version=f"spikemoe {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_models_parser(sub)
     add_engine_parsers(sub)

@@ -110,24 +110,25 @@ def cmd_profile(args: argparse.Namespace) -> int:
     else:
         result = profile_registered(args.model, **common)
     paths = profile_to_dir(result, args.out, args.convention)
-    e = result["energy"][args.convention]
-    brief = {"out": str(args.out), "model": result["model"], "data": result["data"],
-             "samples": result["samples"], "convention": args.convention,
-             "energy_mJ": e["per_sample_mJ"], "macs": e["macs"], "sops": e["sops"],
-             "mean_firing_rate": result["firing"]["mean_rate"],
-             "warnings": result["warnings"], "files": [str(p) for p in paths]}
+    e = result.energy[args.convention]
+    warnings = [w.to_dict() for w in result.warnings]
+    brief = {"out": str(args.out), "model": result.model, "data": result.data,
+             "samples": result.samples, "convention": args.convention,
+             "energy_mJ": e.per_inference.to_json(), "macs": e.macs, "sops": e.sops,
+             "mean_firing_rate": result.firing.mean_rate,
+             "warnings": warnings, "files": [str(p) for p in paths]}
     # warnings first: before any figure a reader could take at face value
-    for w in result["warnings"]:
-        print(f"WARNING ({w['code']}): {w['message']}", file=sys.stderr if args.json else sys.stdout)
+    for w in result.warnings:
+        print(f"WARNING ({w.code}): {w.message}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(brief))
     else:
-        kind = (f"{len(result['audit'])} layer(s) with non-binary input" if result["spiking"]
+        kind = (f"{len(result.audit)} layer(s) with non-binary input" if result.spiking
                 else "not a spiking model: every multiply-add is a MAC")
-        print(f"{result['model']} on {result['data']} ({result['samples']} samples): "
-              f"{e['per_sample_mJ']['mean']:.4g} mJ per inference ({args.convention}, "
-              f"std {e['per_sample_mJ']['std']:.2g}), {e['macs']:,.0f} MACs, {e['sops']:,.0f} SOPs, "
-              f"mean firing rate {result['firing']['mean_rate']:.4f}; {kind}. Wrote {args.out}/")
+        print(f"{result.model} on {result.data} ({result.samples} samples): "
+              f"{e.per_inference.mean:.4g} mJ per inference ({args.convention}, "
+              f"std {e.per_inference.std:.2g}), {e.macs:,.0f} MACs, {e.sops:,.0f} SOPs, "
+              f"mean firing rate {result.firing.mean_rate:.4f}; {kind}. Wrote {args.out}/")
     return 0
 
 

@@ -20,38 +20,43 @@ import sys
 __all__ = ["add_engine_parsers", "cmd_evaluate", "cmd_train"]
 
 
-_KEY_NOTES = {("data", "batch_size"): "(global)"}
+_KEY_NOTES = {("data", "batch_size"): "global, over all processes"}
 
 
-def _config_keys_help(width: int = 92) -> str:
-    """Every config key, section by section, read from the dataclasses themselves (so no key
-    can be missing from ``train --help``), with its choices; lines of at most ``width``."""
+def _default_words(f) -> str:
     import dataclasses
 
-    from ..engine.config import SECTIONS
+    if f.default is not dataclasses.MISSING:
+        value = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+    else:
+        return "required"
+    return "null" if value is None else str(value).replace("True", "true").replace("False", "false")
 
-    lines = ["keys (section.key=value; a key unique across sections may drop its section, "
-             "e.g. lr=5e-4):",
+
+def _config_keys_help() -> str:
+    """Every config key, section by section, with its type, default (the demo) and choices,
+    read from the dataclasses themselves (so no key can be missing from ``train --help``)."""
+    import dataclasses
+    import typing
+
+    from ..engine.config import SECTIONS, type_name
+
+    lines = ["config keys (section.key=value; a key unique across sections may drop its "
+             "section, e.g. lr=5e-4); type, default (= the demo):",
              "  model.name, model.<any create_model override>  e.g. model.embed_dim=64 model.T=4"]
     for section, cls in SECTIONS.items():
         if section == "model":  # name + free-form overrides: the line above
             continue
-        words = []
+        hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            word = f.name
+            words = f"{type_name(hints[f.name])} = {_default_words(f)}"
             if "choices" in f.metadata:
-                word += f" ({'|'.join(f.metadata['choices'])})"
+                words += f"  ({'|'.join(f.metadata['choices'])})"
             if (section, f.name) in _KEY_NOTES:
-                word += f" {_KEY_NOTES[section, f.name]}"
-            words.append(word)
-        line, indent = f"  {section}.", " " * (len(section) + 3)
-        for i, word in enumerate(words):  # greedy wrap; a word (with its choices) never splits
-            if i and len(line) + 1 + len(word) > width:
-                lines.append(line)
-                line = indent + word
-            else:
-                line += ("" if i == 0 else " ") + word
-        lines.append(line)
+                words += f"  [{_KEY_NOTES[section, f.name]}]"
+            lines.append(f"  {section + '.' + f.name:28s} {words}")
     return "\n".join(lines) + "\n"
 
 
@@ -105,13 +110,13 @@ def _profile_run(run_dir: str, samples: int, progress: bool) -> None:
         print(f"spikemoe train: profiling the best checkpoint failed ({type(e).__name__}: {e}); "
               f"run `spikemoe profile {run_dir} --out {out}` to retry.", file=sys.stderr)
         return
-    for w in result.get("warnings", []):  # a dead network: said before its energies
-        print(f"spikemoe train: profile warning ({w['code']}): {w['message']}", file=sys.stderr)
-    e = result["energy"]
-    print(f"profile of the best checkpoint ({result['samples']} test samples): "
-          f"{e['paper']['per_sample_mJ']['mean']:.4g} mJ per inference (paper), "
-          f"{e['strict']['per_sample_mJ']['mean']:.4g} mJ (strict), mean firing rate "
-          f"{result['firing']['mean_rate']:.4f}; tables and plots in {out}", file=sys.stderr)
+    for w in result.warnings:  # a dead network: said before its energies
+        print(f"spikemoe train: profile warning ({w.code}): {w.message}", file=sys.stderr)
+    e = result.energy
+    print(f"profile of the best checkpoint ({result.samples} test samples): "
+          f"{e['paper'].per_inference.mean:.4g} mJ per inference (paper), "
+          f"{e['strict'].per_inference.mean:.4g} mJ (strict), mean firing rate "
+          f"{result.firing.mean_rate:.4f}; tables and plots in {out}", file=sys.stderr)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -5,10 +5,12 @@
     evaluate_checkpoint(path) -> metrics               evaluate.py
     save_checkpoint / load_checkpoint                  checkpoint.py
 
-One concept per module: ``config``, ``trainer``, ``checkpoint``, ``rng``, ``distributed``,
+One concept per module: ``config`` (and ``config_sections``), ``trainer`` (the loop and its
+state), ``task`` (loss, sums, results and "better" of classification / language modelling),
+``nonfinite``, ``run_setup``, ``run_dir``, ``resume``, ``checkpoint``, ``rng``, ``distributed``,
 ``loaders``, ``logging``, ``schedule``, ``mixing``, ``losses``, ``ema``, ``evaluate``,
-``commands`` (the ``train`` / ``evaluate`` CLI). The trainer and evaluation import torchvision
-(about a second), so they load on first use.
+``profile_run``, ``memopt``, ``synthetic``. The command line is ``spikemoe.cli``. The trainer
+and evaluation import torchvision (about a second), so they load on first use.
 """
 from .checkpoint import CheckpointError, find_checkpoint, load_checkpoint, save_checkpoint
 from .config import (
@@ -29,7 +31,7 @@ from .config import (
 
 _LAZY = {"Trainer": "trainer", "train": "trainer", "NonFiniteLossError": "trainer",
          "DataBundle": "loaders", "evaluate_checkpoint": "evaluate", "evaluate_model": "evaluate",
-         "read_metrics": "logging", "add_engine_parsers": "commands"}
+         "read_metrics": "logging"}
 
 
 def __getattr__(name: str):
@@ -42,7 +44,7 @@ def __getattr__(name: str):
 
 __all__ = ["AugmentConfig", "CheckpointError", "ConfigError", "DataBundle", "DataConfig",
            "ModelConfig", "NonFiniteLossError", "OptimConfig", "RunConfig", "ScheduleConfig",
-           "TrainConfig", "Trainer", "add_engine_parsers", "apply_overrides", "config_from_dict",
+           "TrainConfig", "Trainer", "apply_overrides", "config_from_dict",
            "config_to_dict", "evaluate_checkpoint", "evaluate_model", "find_checkpoint",
            "load_checkpoint", "load_config", "read_metrics", "save_checkpoint", "save_config",
            "train"]

@@ -20,9 +20,10 @@ import torch
 
 from ..files import atomic_write, link_or_copy
 
-__all__ = ["CheckpointError", "find_checkpoint", "is_whole_checkpoint", "load_checkpoint", "run_dir_of", "save_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "find_checkpoint", "is_whole_checkpoint", "load_checkpoint", "run_dir_of", "save_checkpoint"]
 
 CKPT_DIR = "checkpoints"
+CHECKPOINT_FORMAT = 1  # the layout of a training checkpoint (``Trainer.state_dict``)
 
 
 class CheckpointError(ValueError):

@@ -1,6 +1,7 @@
 """Held-out evaluation: loss, top-1, top-5 (when there are more than 5 classes), model metrics.
 
-Language models (``logits [B, N, V]``, targets ``[B, N]``) are scored per token: ``loss`` is the
+What is scored is the dataset's task (``task.py``, from the dataset's declared kind): a
+language model (``logits [B, N, V]``, targets ``[B, N]``) is scored per token: ``loss`` is the
 mean token cross-entropy (nats), top-1/top-5 are next-token accuracies, and ``perplexity`` =
 ``exp(loss)`` and ``tokens`` are added.
 
@@ -17,20 +18,21 @@ an accuracy, and that number is not the model's.
 from __future__ import annotations
 
 import contextlib
-import math
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..contract import model_facts
+from ..data import dataset_info
+from ..models import create_model
 from .checkpoint import find_checkpoint, load_checkpoint
 from .config import config_from_dict
-from .distributed import all_reduce_sum, init_distributed
+from .distributed import init_distributed
 from .loaders import build_eval_loader, create_split
-from .losses import token_view, topk_correct
+from .task import Meter, Task, task_for
 
-__all__ = ["InputShapeError", "MetricSums", "check_input_shape", "check_num_classes",
+__all__ = ["InputShapeError", "check_input_shape", "check_num_classes",
            "data_sample_shape", "evaluate_checkpoint", "evaluate_model", "first_sample_shape",
            "load_model_weights", "load_run_model"]
 
@@ -41,88 +43,39 @@ class InputShapeError(ValueError):
     """Data whose samples do not have the model's recipe shape (``model.input_shape``)."""
 
 
-class MetricSums:
-    """Sums of per-batch model metrics (``ModelOutput.metrics``), weighted by batch size, on
-    device; ``means()`` reduces over ranks and returns plain numbers (0-d), lists (1-d of up
-    to ``MAX_LIST`` entries, e.g. per-expert rates) or ``<key>.mean`` (longer 1-d, e.g. the
-    per-channel rates of EMSP). Per-time-step tables (2-d) are left to ``spikemoe.analysis``."""
-
-    MAX_LIST = 16
-
-    def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor] = {}
-
-    def add(self, metrics: dict[str, torch.Tensor], weight: int) -> None:
-        for key, value in metrics.items():
-            if value.dim() > 1:  # per-time-step tables: the analysis tools read those
-                continue
-            value = value.detach().float() * weight
-            if key in self.sums:
-                self.sums[key] += value
-            else:
-                self.sums[key] = value
-
-    def means(self, count: float) -> dict:
-        out = {}
-        for key, total in self.sums.items():
-            mean = all_reduce_sum(total.clone()) / max(count, 1)
-            if mean.dim() == 0:
-                out[key] = mean.item()
-            elif mean.numel() <= self.MAX_LIST:
-                out[key] = [round(v, 6) for v in mean.tolist()]
-            else:
-                out[f"{key}.mean"] = mean.mean().item()
-        return out
-
-
 @torch.no_grad()
-def evaluate_model(model: nn.Module, loader, device: torch.device,
+def evaluate_model(model: nn.Module, loader, device: torch.device, task: Task,
                    autocast: contextlib.AbstractContextManager | None = None,
-                   progress=None) -> dict:
+                   progress=None, num_classes: int | None = None) -> dict:
     """Evaluate ``model`` (unwrapped; eval mode for the pass, then restored) over ``loader``.
 
+    Args:
+        task: what the predictions are (``task.task_for(dataset kind)``).
+        num_classes: the data's classes (top-5 is reported when more than 5 or not given).
     Returns:
-        ``{"loss", "top1", "top5" (if K > 5), "n", "metrics": {...}}``; accuracies in percent,
-        summed over every rank's shard; language models add ``perplexity`` and ``tokens``
-        (module docstring).
+        ``task.eval_result``: ``{"loss", "top1", "top5" (if K > 5), "n", "metrics": {...}}``;
+        accuracies in percent, summed over every rank's shard; a language model adds
+        ``perplexity`` and ``tokens`` (module docstring).
     """
     was_training = model.training
     model.eval()
-    sums = torch.zeros(5, dtype=torch.float64, device=device)  # loss, top1, top5, n, predictions
-    metric_sums = MetricSums()
-    num_classes = None
-    sequence = False
+    meter = Meter(device)
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast or contextlib.nullcontext():
             out = model(x)
-        sequence |= out.logits.dim() == 3
-        logits, targets = token_view(out.logits.float(), y)  # [B N, V], [B N] for an LM
-        num_classes = logits.shape[1]
-        c1, c5 = topk_correct(logits, targets, (1, min(5, num_classes)))
-        sums += torch.stack([F.cross_entropy(logits, targets, reduction="sum").double(),
-                             c1.double(), c5.double(), sums.new_tensor(len(y)),
-                             sums.new_tensor(targets.numel())])
-        metric_sums.add(out.metrics, len(y))
+        task.add_eval_batch(meter, out, y)
         if progress is not None:
             progress.update(1)
     model.train(was_training)
-    # every rank takes part in the reductions, even with an empty shard
-    loss, top1, top5, n, m = all_reduce_sum(sums).tolist()
-    result = {"loss": loss / max(m, 1), "top1": 100 * top1 / max(m, 1), "n": int(n)}
-    if num_classes is None or num_classes > 5:
-        result["top5"] = 100 * top5 / max(m, 1)
-    if sequence:
-        result["perplexity"] = math.exp(min(result["loss"], 700.0))
-        result["tokens"] = int(m)
-    result["metrics"] = metric_sums.means(n)
-    return result
+    # every rank takes part in the reduction, even with an empty shard
+    return task.eval_result(meter.reduce(), num_classes)
 
 
 def check_num_classes(model: nn.Module, num_classes: int, data_name: str) -> None:
     """A model that states its classes (``model.num_classes``) must match the dataset's."""
-    k = getattr(model, "num_classes", None)
-    if isinstance(k, int) and k != num_classes:
+    k = model_facts(model).num_classes
+    if k is not None and k != num_classes:
         raise ValueError(f"the model has {k} output classes but {data_name} has {num_classes}; "
                          f"set model.num_classes={num_classes}.")
 
@@ -132,8 +85,6 @@ def data_sample_shape(data_cfg) -> tuple[int, ...] | None:
     dataset's registered facts, before anything is built: events ``(T, C, H, W)``, images
     ``(C, H, W)``, text ``(T,)``; ``size`` null = the dataset's native size. None when the
     dataset kind is not one of these."""
-    from spikemoe.data import dataset_info
-
     info = dataset_info(data_cfg.name)
     size = data_cfg.size
     if size is None:
@@ -193,7 +144,7 @@ def check_input_shape(model: nn.Module, data_shape, data_name: str, *,
         InputShapeError: the shapes differ and ``allow`` is False; the message names both
         shapes, what differs, and the flag that runs it anyway.
     """
-    model_shape = getattr(model, "input_shape", None)
+    model_shape = model_facts(model).input_shape
     if model_shape is None or data_shape is None:
         return None
     diffs = _shape_differences(tuple(model_shape), tuple(data_shape))
@@ -237,9 +188,6 @@ def load_run_model(checkpoint: str | Path, *, data: str | None = None, root: str
     Returns:
         ``(checkpoint path, checkpoint state, TrainConfig, model on the CPU)``.
     """
-    from spikemoe.data import dataset_info
-    from spikemoe.models import create_model
-
     path = find_checkpoint(checkpoint, prefer="best")
     state = load_checkpoint(path)
     cfg = config_from_dict(state["config"], where=f"the config stored in {path}")
@@ -313,7 +261,9 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data: str | None = None,
                                  source=f"{cfg.model.name} (from {path})")
     model.to(dist.device)
     loader = build_eval_loader(dataset, cfg.data, dist)
-    result = evaluate_model(model, loader, dist.device)
+    info = dataset_info(cfg.data.name)
+    task = task_for(info.kind, loss=model_facts(model).classifier_loss)
+    result = evaluate_model(model, loader, dist.device, task, num_classes=info.num_classes)
     out = {"checkpoint": str(path), "epoch": state.get("epoch"), "step": state.get("step"),
            "model": cfg.model.name, "data": cfg.data.name, "split": split, **result}
     if mismatch is not None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ..data import create_dataset, dataset_info
 from .config import DataConfig
 from .distributed import DistInfo, ResumableDistributedSampler, ShardSampler
 
@@ -35,18 +36,19 @@ __all__ = [
 
 @dataclass
 class DataBundle:
-    """The train and test sets of a run and their number of classes."""
+    """The train and test sets of a run, their number of classes, and the dataset's declared
+    kind ('events', 'images' or 'text': the run's task, ``task.task_for``; None: classification).
+    """
 
     train: Dataset | None
     test: Dataset
     num_classes: int
+    kind: str | None = None
 
 
 def create_split(cfg: DataConfig, split: str, augment=None) -> Dataset:
     """``spikemoe.data.create_dataset`` for one split of ``cfg`` (the data module's errors say
     what to do when a dataset is missing or not prepared). ``augment``: None = ``cfg``'s."""
-    from spikemoe.data import create_dataset
-
     size = tuple(cfg.size) if isinstance(cfg.size, list) else cfg.size
     dataset = create_dataset(cfg.name, split, root=cfg.root, T=cfg.T, size=size,
                              integration=cfg.integration,
@@ -60,11 +62,10 @@ def create_split(cfg: DataConfig, split: str, augment=None) -> Dataset:
 
 
 def build_datasets(cfg: DataConfig) -> DataBundle:
-    """The train and test splits of ``cfg`` and the dataset's number of classes."""
-    from spikemoe.data import dataset_info
-
+    """The train and test splits of ``cfg``, the dataset's number of classes and kind."""
     info = dataset_info(cfg.name)
-    return DataBundle(create_split(cfg, "train"), create_split(cfg, "test"), info.num_classes)
+    return DataBundle(create_split(cfg, "train"), create_split(cfg, "test"), info.num_classes,
+                      info.kind)
 
 
 def local_batch(global_batch: int, world_size: int, key: str = "data.batch_size") -> int:

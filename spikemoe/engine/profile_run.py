@@ -1,20 +1,26 @@
 """Profiling a trained run or a registered model on real data (``spikemoe profile``, and the
 profile ``spikemoe train`` writes at the end of a run): builds the model and its dataset, checks
-that the data fits the model, and hands both to ``analysis.profile.profile_model``.
+that the data fits the model, and hands both to ``analysis.profile.profile_model``; the
+``ProfileResult`` it returns gets the measurement's source (model, data, split, weights,
+parameters).
 
 ``profile_checkpoint``: a checkpoint's model and weights on its run's dataset.
-``profile_registered``: a registered model at initialisation (seeded), on ``digits-dvs`` at the
+``profile_registered``: a registered model at initialisation (seed 0), on ``digits-dvs`` at the
 model's T and size when it takes 2-channel event frames, on ``stdlib-bytes`` windows for a
 byte-level language model, else on the dataset named.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from ..analysis.health import ProfileWarning
 from ..analysis.profile import profile_model
+from ..analysis.results import ProfileResult
+from ..contract import model_facts
 from ..data import create_dataset, dataset_info
 from ..models import create_model
 from .evaluate import check_input_shape, first_sample_shape, load_run_model
@@ -24,7 +30,9 @@ __all__ = ["profile_checkpoint", "profile_registered"]
 
 
 def _dataset_for_model(model, data: str | None, root: str | None, split: str):
-    shape = getattr(model, "input_shape", None)  # (T, C, H, W), or (N,) for a byte-level LM
+    """``(name, dataset)`` to profile ``model`` on: ``data``, or the default for its input."""
+    facts = model_facts(model)
+    shape = facts.input_shape  # (T, C, H, W), or (N,) for a byte-level LM
     if shape is not None and len(shape) == 1:  # a language model: windows of N bytes
         data = data or "stdlib-bytes"
         return data, create_dataset(data, split, root=root, T=int(shape[0]), augment=False)
@@ -36,8 +44,8 @@ def _dataset_for_model(model, data: str | None, root: str | None, split: str):
                 "--data NAME --root DIR (e.g. --data cifar10 --root /data/cifar).")
         data = "digits-dvs"
     info = dataset_info(data)
-    k = getattr(model, "num_classes", None)
-    if isinstance(k, int) and k != info.num_classes:
+    k = facts.num_classes
+    if k is not None and k != info.num_classes:
         raise ValueError(f"the model has {k} output classes but {data} has {info.num_classes}; "
                          f"pick a model or dataset with the same classes.")
     T, size = (int(shape[0]), (int(shape[2]), int(shape[3]))) if shape else (16, None)
@@ -47,7 +55,7 @@ def _dataset_for_model(model, data: str | None, root: str | None, split: str):
 def profile_checkpoint(checkpoint: str | Path, *, data: str | None = None, root: str | None = None,
                        split: str = "test", samples: int = 64, table: str = "45nm-fp32",
                        first_layer_once: bool = False, progress: bool = True,
-                       allow_shape_mismatch: bool = False) -> dict:
+                       allow_shape_mismatch: bool = False) -> ProfileResult:
     """Profile a checkpoint's model (its weights) on its dataset's ``split``.
 
     Data (``data``/``root``) whose samples differ from the model's ``input_shape`` raises
@@ -60,41 +68,41 @@ def profile_checkpoint(checkpoint: str | Path, *, data: str | None = None, root:
                                  allow=allow_shape_mismatch,
                                  source=f"{cfg.model.name} (from {path})")
     result = _profile(model, dataset, samples, table, first_layer_once, progress)
-    result.update(model=cfg.model.name, data=cfg.data.name, split=split,
-                  weights=f"{path} (epoch {state.get('epoch')})")
-    _add_mismatch(result, mismatch)
-    return _ordered(result)
+    return dataclasses.replace(result, model=cfg.model.name, data=cfg.data.name, split=split,
+                               weights=f"{path} (epoch {state.get('epoch')})",
+                               warnings=_mismatch_warnings(mismatch) + result.warnings)
 
 
-def _add_mismatch(result: dict, mismatch: dict | None) -> None:
-    if mismatch is not None:
-        result["warnings"].insert(0, {
-            "code": "input_shape_mismatch",
-            "message": f"profiled on inputs of shape {mismatch['data']}, not the model's "
-                       f"{mismatch['model']} ({'; '.join(mismatch['differences'])}; "
-                       "--allow-shape-mismatch): not the model's recipe input.",
-            "layers": []})
+def _mismatch_warnings(mismatch: dict | None) -> list[ProfileWarning]:
+    """The ``input_shape_mismatch`` warning (first of the result's) when the shapes differ."""
+    if mismatch is None:
+        return []
+    return [ProfileWarning(
+        "input_shape_mismatch",
+        f"profiled on inputs of shape {mismatch['data']}, not the model's {mismatch['model']} "
+        f"({'; '.join(mismatch['differences'])}; --allow-shape-mismatch): not the model's "
+        "recipe input.")]
 
 
 def profile_registered(name: str, *, data: str | None = None, root: str | None = None,
                        split: str = "test", samples: int = 64, table: str = "45nm-fp32",
-                       first_layer_once: bool = False, seed: int = 0, progress: bool = True,
-                       allow_shape_mismatch: bool = False) -> dict:
-    """Profile a registered model at initialisation (seeded) on real data, built at the
-    model's T and size (its first sample is checked against ``input_shape`` all the same)."""
-    torch.manual_seed(seed)
+                       first_layer_once: bool = False, progress: bool = True,
+                       allow_shape_mismatch: bool = False) -> ProfileResult:
+    """Profile a registered model at initialisation (``torch.manual_seed(0)``) on real data,
+    built at the model's T and size (its first sample is checked against ``input_shape`` all
+    the same)."""
+    torch.manual_seed(0)
     model = create_model(name)
     data_name, dataset = _dataset_for_model(model, data, root, split)
     mismatch = check_input_shape(model, first_sample_shape(dataset), f"{data_name} {split}",
                                  allow=allow_shape_mismatch, source=name)
     result = _profile(model, dataset, samples, table, first_layer_once, progress)
-    result.update(model=name, data=data_name, split=split,
-                  weights=f"random initialisation (seed {seed})")
-    _add_mismatch(result, mismatch)
-    return _ordered(result)
+    return dataclasses.replace(result, model=name, data=data_name, split=split,
+                               weights="random initialisation (seed 0)",
+                               warnings=_mismatch_warnings(mismatch) + result.warnings)
 
 
-def _profile(model, dataset, samples, table, first_layer_once, progress) -> dict:
+def _profile(model, dataset, samples, table, first_layer_once, progress) -> ProfileResult:
     n = min(samples, len(dataset))
     bar = tqdm(total=n, desc="profile", unit="sample", disable=not progress, leave=False)
     try:
@@ -102,10 +110,4 @@ def _profile(model, dataset, samples, table, first_layer_once, progress) -> dict
                                max_samples=n, progress=bar)
     finally:
         bar.close()
-    result["params"] = sum(p.numel() for p in model.parameters())
-    return result
-
-
-def _ordered(result: dict) -> dict:
-    head = ("model", "data", "split", "weights", "params")
-    return {**{k: result[k] for k in head}, **{k: v for k, v in result.items() if k not in head}}
+    return dataclasses.replace(result, params=sum(p.numel() for p in model.parameters()))

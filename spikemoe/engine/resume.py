@@ -19,11 +19,11 @@ A checkpoint stores the config it was trained with. ``resume=RUN`` with a config
 """
 from __future__ import annotations
 
-from .checkpoint import find_checkpoint, run_dir_of
+from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, find_checkpoint, run_dir_of
 from .config import ConfigError, TrainConfig, apply_overrides, config_to_dict, load_config
 
 __all__ = ["FIXED_PREFIXES", "SAFE_KEYS", "apply_resume_changes", "config_changes",
-           "check_resume_config", "resolve_train_config"]
+           "check_resumable", "check_resume_config", "resolve_train_config"]
 
 # Cannot change the trained weights, the optimiser state or the data order.
 SAFE_KEYS = frozenset({
@@ -116,3 +116,18 @@ def resolve_train_config(config: str | None, overrides: list[str]):
             cfg.run.stop_after_steps = None  # the stop that ended the run is not re-applied
             cfg = apply_overrides(cfg, overrides)
     return cfg
+
+
+def check_resumable(ckpt: dict, path, cfg: TrainConfig) -> dict:
+    """Refuse a checkpoint this trainer cannot continue with ``cfg`` (another checkpoint
+    format, another model); return the config changes the user listed (``check_resume_config``)."""
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} has checkpoint format {ckpt.get('format')}, this "
+                              f"spikemoe writes format {CHECKPOINT_FORMAT}; it cannot resume it.")
+    stored, asked = ckpt["config"]["model"], config_to_dict(cfg)["model"]
+    if stored != asked:
+        raise CheckpointError(
+            f"{path} was trained with model {stored}, but this config builds {asked}. "
+            f"Resume with the run's own config (`spikemoe train resume={run_dir_of(path)}` "
+            "with no CONFIG), or start a fresh run without resume=.")
+    return check_resume_config(ckpt["config"], cfg, str(path))

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from spikemoe.models.output import ModelOutput
+from spikemoe.contract import ModelOutput, SpikeMoEModel
 
 from .loaders import DataBundle
 
@@ -60,11 +60,12 @@ def synthetic_bundle(n_train: int = 64, n_test: int = 32, **kwargs) -> DataBundl
     return DataBundle(train, test, train.num_classes)
 
 
-class TinyANN(nn.Module):
+class TinyANN(SpikeMoEModel):
     """``[T, B, C, H, W]`` or ``[B, C, H, W]`` -> mean over T -> Linear-GELU-Linear -> logits.
 
     ``aux_loss`` = ``aux_scale * mean(hidden^2)`` (exercises the trainer's aux path);
     ``metrics``: ``hidden_rate`` (fraction of positive hidden units) and ``logit_norm`` ``[K]``.
+    Declares its classes only (``spikemoe.contract``): any input size with ``in_features``.
     """
 
     def __init__(self, in_features: int = 2 * 16 * 16, hidden: int = 32, num_classes: int = 4,

@@ -105,10 +105,11 @@ class HeadwiseSpikingAttention(nn.Module):
 
     def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
         T, B, N, w = t.shape
+        # [T, B, N, h*d] -> [T*B, N, h, d] -> [T*B, h, N, d]
         return t.reshape(T * B, N, w // self.head_dim, self.head_dim).transpose(1, 2)
-        # [T, B, N, h*d] -> [T*B, h, N, d]
 
-    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None):
+    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         T, B, N, _ = x.shape
         s = self.in_lif(x) if self.in_lif is not None else x  # spikes [T, B, N, C]
         qkv = self.qkv_lif(self.qkv(s))  # [T, B, N, wq + wk + wv]
@@ -117,19 +118,36 @@ class HeadwiseSpikingAttention(nn.Module):
             with compact_saved():  # Q, K, V and the counts K^T V are saved as bytes
                 o = ssa_scores_times_values(q, k, v, self.scale)  # [T*B, H, N, d]
             o = o.transpose(1, 2).reshape(T, B, N, self.num_heads, self.head_dim)
-            o = self.attn_lif(o)  # [T, B, N, H, d] binary
+            y, metrics = self._fire_and_route(o, s)  # [T, B, N, H, d] binary
         else:
             with compact_saved():
                 kv = sdsa_column_sum(k, v)  # [T*B, hk, 1, d]
             kv = self.attn_lif(kv.reshape(T, B, -1, 1, self.head_dim)).flatten(0, 1)
             with compact_saved():
                 o = (q * kv).transpose(1, 2).reshape(T, B, N, self.num_heads, self.head_dim)
-        metrics: dict[str, torch.Tensor] = {}
-        if self.router is not None:
-            r, metrics = self.router(s)  # [T, B, N, H]
-            with compact_saved():
-                o = o * r.unsqueeze(-1)  # Y_h = R_h (.) O_h
-        y = self.proj(o.reshape(T, B, N, self.num_heads * self.head_dim))  # [T, B, N, C]
+            y, metrics = self._route(o, s)  # [T, B, N, H, d] binary
+        y = self.proj(y.reshape(T, B, N, self.num_heads * self.head_dim))  # [T, B, N, C]
         if self.proj_lif is not None:
             y = self.proj_lif(y)
         return y, metrics
+
+    def _fire_and_route(self, o: torch.Tensor, s: torch.Tensor
+                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """SSA's last steps: ``O_h = LIF_0.5(o_h)``, then the router mask (``_route``).
+
+        Args:
+            o: ``Q_h K_h^T V_h * s`` per head, ``[T, B, N, H, d]``.
+            s: the branch's input spikes ``[T, B, N, C]`` (the router's input).
+        """
+        return self._route(self.attn_lif(o), s)
+
+    def _route(self, o: torch.Tensor, s: torch.Tensor
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``Y_h = R_h (.) O_h`` with ``R = router(s)`` ``[T, B, N, H]``; ``Y = O`` and no
+        metrics without a router. ``o: [T, B, N, H, d]``."""
+        if self.router is None:
+            return o, {}
+        r, metrics = self.router(s)  # [T, B, N, H]
+        with compact_saved():
+            o = o * r.unsqueeze(-1)  # Y_h = R_h (.) O_h
+        return o, metrics

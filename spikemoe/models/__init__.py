@@ -1,4 +1,5 @@
 """Registered model factories. Importing this package registers every family."""
+from ..contract import ModelOutput
 from . import (  # noqa: F401  (registration side effect)
     causal_transformer,
     spike_driven,
@@ -8,9 +9,8 @@ from . import (  # noqa: F401  (registration side effect)
     vit,
     vmoe,
 )
-from .output import ModelOutput
-from .registry import create_model, list_models, register_model
+from .registry import create_model, list_models, register_model, unregister_model
 from .spiking_vit import SpikingVisionTransformer
 
 __all__ = ["ModelOutput", "SpikingVisionTransformer", "create_model", "list_models",
-           "register_model"]
+           "register_model", "unregister_model"]

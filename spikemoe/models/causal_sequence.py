@@ -1,10 +1,11 @@
 """The frame shared by the causal sequence models (the dense ``causal_transformer``, the
 Subjective Depth and the Subjective Timescale Transformers): inputs -> tokens -> layers ->
 RMSNorm -> head, as a sequence classifier or as a byte-level causal language model, plus
-streaming inference with a KV cache.
+streaming inference with a KV cache, and the sizes every family registers.
 
-    task="classify"  (the trainer's event and image datasets)
+    task="classify", input_kind="frames"   (event datasets)
         [T, B, C, H, W] event frames -> T tokens, ONE PER FRAME: e_t = W_f vec(frame_t)
+    task="classify", input_kind="images"   (static image datasets)
         [B, C, H, W] images          -> (H/p)(W/p) tokens, one per p x p patch, raster order
         logits = Head(RMSNorm(h_last))                          [B, num_classes]
     task="lm"        (byte-level language modelling, vocab 256)
@@ -17,31 +18,34 @@ one frame), and it keeps the classifier streamable: after frame t arrives, the l
 token t are the prediction so far, computed by the same cached forward as an LM's next step.
 
 Positions are rotary (in every attention), so no absolute position table is learned and
-any number of tokens works. A classifier holds both embeddings (frames and patches) and a
-dataset trains one of them; under DistributedDataParallel set
-``run.find_unused_parameters=true``. A subclass builds ``self.layers`` (``nn.ModuleList``), names its
-routed layer indices in ``self.routed_layers``, and implements
+any number of tokens works. A classifier builds the one embedding its declared input needs
+(``input_kind``), so every parameter is trained and DistributedDataParallel runs with
+``run.find_unused_parameters=false``. A subclass builds ``self.layers`` (``nn.ModuleList``),
+names its routed layer indices in ``self.routed_layers``, and implements
 
-    forward_tokens(h [B, N, D], positions [B, N], select) -> (h, aux_loss, metrics)
+    forward_tokens(h [B, N, D], positions [B, N], select) -> (h, metrics)
     step_tokens(h [B, 1, D], positions [B, 1], state, select) -> h     (one streaming step)
 
+with its auxiliary loss in ``metrics[spikemoe.contract.AUX_LOSS]`` (absent: zero).
 ``select`` (``{layer index: [B, N] bool}``, None = the model's own choice) replays a given
 selection in the routed layers: tests and the compute benchmark use it.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from ..contract import ModelOutput, SpikeMoEModel, split_aux
 from ..layers.causal_transformer import LayerKV, RMSNorm
-from .output import ModelOutput
+from .registry import check_overrides, register_model
 
-__all__ = ["CausalSequenceModel", "StreamState", "TASKS"]
+__all__ = ["CausalSequenceModel", "DIGITS", "INPUT_KINDS", "LM_SMALL", "StreamState", "TASKS",
+           "TEST", "register_family"]
 
 TASKS = ("classify", "lm")
+INPUT_KINDS = ("frames", "images")
 
 
 @dataclass
@@ -60,7 +64,7 @@ class StreamState:
         return [int(kv.entries().sum()) for kv in self.kv]
 
 
-class CausalSequenceModel(nn.Module):
+class CausalSequenceModel(SpikeMoEModel):
     """Base of the causal sequence models (module docstring).
 
     Args:
@@ -68,9 +72,15 @@ class CausalSequenceModel(nn.Module):
         dim: model width D.  num_heads: attention heads.  mlp_hidden: SwiGLU width.
         num_classes: classifier outputs (task="classify"; "lm" uses ``vocab_size``).
         T: frames per sample of the recipe (classify) / context length in bytes (lm).
-        in_channels, img_size, patch_size: the classifier's inputs (frames of
+        input_kind: the classifier's input, "frames" (``[T, B, C, H, W]``, one token per
+            frame) or "images" (``[B, C, H, W]``, one token per patch).
+        in_channels, img_size, patch_size: the classifier's input sizes (frames of
             ``in_channels x img_size``; images cut into ``patch_size`` patches).
         vocab_size: the LM's vocabulary (256 bytes).  rope_base: rotary base.
+
+    Declared facts (``spikemoe.contract``): ``input_shape`` ``(T, C, H, W)`` (classify; an
+    images model declares the same, a ``[C, H, W]`` sample fits it) or ``(T,)`` (lm),
+    ``num_classes``, ``T``, and ``profile_batch_size = 1``.
     """
 
     routed_layers: tuple[int, ...] = ()
@@ -79,7 +89,7 @@ class CausalSequenceModel(nn.Module):
     profile_batch_size: int | None = 1
 
     def __init__(self, *, name: str, task: str, dim: int, num_heads: int, mlp_hidden: int,
-                 num_classes: int, T: int, in_channels: int = 2,
+                 num_classes: int, T: int, input_kind: str = "frames", in_channels: int = 2,
                  img_size: tuple[int, int] = (16, 16), patch_size: int = 4,
                  vocab_size: int = 256, rope_base: float = 10000.0) -> None:
         super().__init__()
@@ -90,32 +100,56 @@ class CausalSequenceModel(nn.Module):
                              f"got {T}")
         self.name, self.task, self.T, self.dim = name, task, int(T), dim
         self.num_heads, self.mlp_hidden, self.rope_base = num_heads, mlp_hidden, rope_base
-        if task == "classify":
-            self.in_channels, self.img_size = int(in_channels), tuple(int(s) for s in img_size)
-            self.patch_size, self.num_classes = int(patch_size), int(num_classes)
-            H, W = self.img_size
-            self.frame_embed = nn.Linear(self.in_channels * H * W, dim)
-            self.patch_embed = nn.Linear(self.in_channels * self.patch_size ** 2, dim)
-        else:
+        if task == "lm":
             self.vocab_size = self.num_classes = int(vocab_size)
+            self.input_shape = (self.T,)
             self.embed = nn.Embedding(self.vocab_size, dim)
+        else:
+            if input_kind not in INPUT_KINDS:
+                raise ValueError(f"{name}: input_kind must be one of {INPUT_KINDS} (event "
+                                 f"frames [T, B, C, H, W] or images [B, C, H, W]), got "
+                                 f"{input_kind!r}")
+            self.input_kind, self.num_classes = input_kind, int(num_classes)
+            self.in_channels, self.img_size = int(in_channels), tuple(int(s) for s in img_size)
+            self.patch_size = int(patch_size)
+            self.input_shape = (self.T, self.in_channels, *self.img_size)
+            C, (H, W), p = self.in_channels, self.img_size, self.patch_size
+            # Both embeddings are drawn, frames' first (here and in init_weights), and the one
+            # the input needs is kept: one seed gives the same other weights for either input.
+            embeddings = {"frames": nn.Linear(C * H * W, dim), "images": nn.Linear(C * p * p, dim)}
+            self._embedding_shapes = {k: m.weight.shape for k, m in embeddings.items()}
+            if input_kind == "frames":
+                self.frame_embed = embeddings["frames"]
+            else:
+                self.patch_embed = embeddings["images"]
+            self.register_load_state_dict_pre_hook(_drop_other_embedding)
         self.norm = RMSNorm(dim, eps=1e-6)
         self.head = nn.Linear(dim, self.num_classes)
 
-    def init_weights(self) -> None:
-        """Truncated normal 0.02 for every Linear / Embedding weight, zero biases (GPT-2)."""
-        for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Embedding)):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if getattr(m, "bias", None) is not None:
-                    nn.init.zeros_(m.bias)
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """One sample: ``(T, C, H, W)`` frames (classify) or ``(T,)`` byte ids (lm)."""
+    def input_embedding(self) -> nn.Module:
+        """The module that turns the input into tokens (``embed``, ``frame_embed`` or
+        ``patch_embed``)."""
         if self.task == "lm":
-            return (self.T,)
-        return (self.T, self.in_channels, *self.img_size)
+            return self.embed
+        return self.frame_embed if self.input_kind == "frames" else self.patch_embed
+
+    def init_weights(self) -> None:
+        """Truncated normal 0.02 for every Linear / Embedding weight, zero biases (GPT-2), in
+        module order. A classifier draws the initial weights of both input embeddings in the
+        embedding's place (frames' then patches') and keeps its own."""
+        embedding = self.input_embedding()
+        for m in self.modules():
+            if not isinstance(m, (nn.Linear, nn.Embedding)):
+                continue
+            if m is embedding and self.task == "classify":
+                for kind, shape in self._embedding_shapes.items():
+                    w = m.weight if kind == self.input_kind else \
+                        torch.empty(shape, dtype=m.weight.dtype, device=m.weight.device)
+                    nn.init.trunc_normal_(w, std=0.02)
+            else:
+                nn.init.trunc_normal_(m.weight, std=0.02)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
 
     # ------------------------------------------------------------------ inputs -> tokens
     def embed_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -130,22 +164,27 @@ class CausalSequenceModel(nn.Module):
                                  f"got {int(x.min())}..{int(x.max())}.")
             return self.embed(x)
         C, (H, W), p = self.in_channels, self.img_size, self.patch_size
-        accepted = (f"[T, B, {C}, H, W] event frames with H x W = {H} x {W} (one token per "
-                    f"frame) or [B, {C}, H, W] images with H and W multiples of {p} (one token "
-                    "per patch, raster order)")
-        if x.ndim == 5 and x.shape[2:] == (C, H, W) and x.shape[0] > 0:
-            T, B = x.shape[:2]
-            frames = x.permute(1, 0, 2, 3, 4).reshape(B, T, C * H * W)  # [T, B, C, H, W] -> [B, T, CHW]
-            return self.frame_embed(frames.to(self.frame_embed.weight.dtype))
-        if x.ndim == 4 and x.shape[1] == C and x.shape[2] % p == 0 and x.shape[3] % p == 0 \
-                and x.shape[2] > 0 and x.shape[3] > 0:
-            B, _, Hi, Wi = x.shape
-            # [B, C, H, W] -> [B, C, H/p, p, W/p, p] -> [B, H/p, W/p, C, p, p] -> [B, N, C p p]
-            patches = x.reshape(B, C, Hi // p, p, Wi // p, p).permute(0, 2, 4, 1, 3, 5)
-            patches = patches.reshape(B, (Hi // p) * (Wi // p), C * p * p)
-            return self.patch_embed(patches.to(self.patch_embed.weight.dtype))
-        raise ValueError(f"{self.name} accepts {accepted}; got a tensor of shape "
-                         f"{tuple(x.shape)}.")
+        frames = (f"[T, B, {C}, H, W] event frames with H x W = {H} x {W} (one token per "
+                  "frame)")
+        images = (f"[B, {C}, H, W] images with H and W multiples of {p} (one token per patch, "
+                  "raster order)")
+        if self.input_kind == "frames":
+            if x.ndim == 5 and x.shape[2:] == (C, H, W) and x.shape[0] > 0:
+                T, B = x.shape[:2]
+                flat = x.permute(1, 0, 2, 3, 4).reshape(B, T, C * H * W)  # [T, B, C, H, W] -> [B, T, CHW]
+                return self.frame_embed(flat.to(self.frame_embed.weight.dtype))
+            accepts, other = frames, f"{images}: build it with model.input_kind=images"
+        else:
+            if x.ndim == 4 and x.shape[1] == C and x.shape[2] % p == 0 and x.shape[3] % p == 0 \
+                    and x.shape[2] > 0 and x.shape[3] > 0:
+                B, _, Hi, Wi = x.shape
+                # [B, C, H, W] -> [B, C, H/p, p, W/p, p] -> [B, H/p, W/p, C, p, p] -> [B, N, C p p]
+                patches = x.reshape(B, C, Hi // p, p, Wi // p, p).permute(0, 2, 4, 1, 3, 5)
+                patches = patches.reshape(B, (Hi // p) * (Wi // p), C * p * p)
+                return self.patch_embed(patches.to(self.patch_embed.weight.dtype))
+            accepts, other = images, f"{frames}: build it with model.input_kind=frames"
+        raise ValueError(f"{self.name} accepts {accepts}; got a tensor of shape "
+                         f"{tuple(x.shape)}. For {other}.")
 
     def readout(self, h: torch.Tensor) -> torch.Tensor:
         """Logits: last token (classify, ``[B, K]``) or every token (lm, ``[B, N, V]``)."""
@@ -155,7 +194,8 @@ class CausalSequenceModel(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward_tokens(self, h: torch.Tensor, positions: torch.Tensor,
-                       select: dict[int, torch.Tensor] | None = None):
+                       select: dict[int, torch.Tensor] | None = None
+                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
     def step_tokens(self, h: torch.Tensor, positions: torch.Tensor, state: StreamState,
@@ -167,17 +207,9 @@ class CausalSequenceModel(nn.Module):
         h = self.embed_input(x)  # [B, N, D]
         B, N, _ = h.shape
         positions = torch.arange(N, device=h.device).expand(B, N)  # [N] -> [B, N]
-        eval_selection = getattr(self, "eval_selection", "router")
-        whole_sequence_topk = eval_selection == "router_topk" or (
-            eval_selection == "teacher" and getattr(self, "selection", "") == "topk")
-        if self.task == "lm" and not self.training and select is None and whole_sequence_topk:
-            warnings.warn(
-                f"{self.name}: eval_selection={self.eval_selection!r} picks tokens by a top-k "
-                "over the whole sequence, so a prediction can depend on later tokens: this "
-                "perplexity is not a causal language-model score. Use eval_selection='router' "
-                "to report perplexity.", stacklevel=2)
-        h, aux, metrics = self.forward_tokens(h, positions, select)
-        return ModelOutput(self.readout(h), aux, metrics)
+        h, metrics = self.forward_tokens(h, positions, select)
+        aux, metrics = split_aux(metrics)
+        return ModelOutput(self.readout(h), h.new_zeros(()) if aux is None else aux, metrics)
 
     @torch.no_grad()
     def stream(self, x: torch.Tensor, select: dict[int, torch.Tensor] | None = None
@@ -206,22 +238,54 @@ class CausalSequenceModel(nn.Module):
         return self.readout(torch.cat(outs, dim=1)), state  # N x [B, 1, D] -> [B, N, D]
 
 
-def zero_aux(h: torch.Tensor) -> torch.Tensor:
-    """A scalar zero on ``h``'s device (models without router losses)."""
-    return h.new_zeros(())
+def _drop_other_embedding(model: CausalSequenceModel, state_dict: dict, prefix: str,
+                          *args) -> None:
+    """``load_state_dict`` pre-hook of a classifier: drop the embedding of the other input
+    kind (``patch_embed.*`` for frames, ``frame_embed.*`` for images) from a state dict that
+    holds both embeddings, so such a checkpoint loads; a classifier trains its own only."""
+    other = "patch_embed" if model.input_kind == "frames" else "frame_embed"
+    for key in [k for k in state_dict if k.startswith(f"{prefix}{other}.")]:
+        del state_dict[key]
 
 
 # Sizes shared by the dense twin, SDT and STT (one size, three families, same input recipe).
-# digits-dvs: [T=4, 2, 32, 32] frames -> 4 tokens (one per frame); a [B, 2, 32, 32] image
-# would give 16 tokens of 8 x 8 patches.
-DIGITS = dict(task="classify", in_channels=2, img_size=(32, 32), patch_size=8, num_classes=10,
-              T=4, dim=64, depth=4, num_heads=4, mlp_hidden=176, vocab_size=256,
-              rope_base=10000.0)
+# digits-dvs: [T=4, 2, 32, 32] frames -> 4 tokens (one per frame); with input_kind="images" a
+# [B, 2, 32, 32] image would give 16 tokens of 8 x 8 patches.
+DIGITS = dict(task="classify", input_kind="frames", in_channels=2, img_size=(32, 32),
+              patch_size=8, num_classes=10, T=4, dim=64, depth=4, num_heads=4, mlp_hidden=176,
+              vocab_size=256, rope_base=10000.0)
 # Byte-level LM on stdlib-bytes: 128-byte context, width 128, 4 layers, SwiGLU 8D/3 ~ 344.
-LM_SMALL = dict(task="lm", in_channels=2, img_size=(16, 16), patch_size=4, num_classes=256,
-                T=128, dim=128, depth=4, num_heads=4, mlp_hidden=344, vocab_size=256,
-                rope_base=10000.0)
+LM_SMALL = dict(task="lm", num_classes=256, T=128, dim=128, depth=4, num_heads=4,
+                mlp_hidden=344, vocab_size=256, rope_base=10000.0)
 # test_* twins: [T=2, 2, 16, 16] frames, 10 classes, width 32, 2 layers (one routed).
-TEST = dict(task="classify", in_channels=2, img_size=(16, 16), patch_size=4, num_classes=10,
-            T=2, dim=32, depth=2, num_heads=2, mlp_hidden=64, vocab_size=256,
-            rope_base=10000.0)
+TEST = dict(task="classify", input_kind="frames", in_channels=2, img_size=(16, 16),
+            patch_size=4, num_classes=10, T=2, dim=32, depth=2, num_heads=2, mlp_hidden=64,
+            vocab_size=256, rope_base=10000.0)
+# registered name pattern (``{}``: the family) -> its size
+SIZES = {"{}_digits": DIGITS, "{}_lm_small": LM_SMALL, "test_{}": TEST}
+
+
+def register_family(family: str, cls: type[CausalSequenceModel], defaults: dict,
+                    docs: dict[str, str]) -> None:
+    """Register one factory per entry of ``SIZES``: ``{family}_digits``,
+    ``{family}_lm_small`` and ``test_{family}``, each building
+    ``cls(name=NAME, **size, **defaults, **overrides)``; an override the model does not have
+    raises (``registry.check_overrides``).
+
+    Args:
+        family: the name stem, e.g. ``"subjective_depth"``.
+        cls: the model class.  defaults: the family's hyperparameters beyond the size's.
+        docs: each factory's docstring by registered name.
+    """
+    for pattern, size in SIZES.items():
+        name = pattern.format(family)
+        register_model(_factory(name, cls, {**size, **defaults}, docs[name]))
+
+
+def _factory(name: str, cls: type[CausalSequenceModel], defaults: dict, doc: str):
+    def factory(**overrides):
+        return cls(name=name, **check_overrides(name, defaults, overrides))
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__, factory.__module__ = doc, cls.__module__
+    return factory

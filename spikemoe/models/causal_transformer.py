@@ -5,7 +5,8 @@ runs every layer).
     h_0 = tokens (causal_sequence.py),  h_l = DecoderBlock_l(h_{l-1}),  logits = Head(RMSNorm(h_L))
 
 ``causal_transformer_digits`` / ``_lm_small`` / ``test_causal_transformer`` share their sizes
-with ``subjective_depth_*`` and ``subjective_timescale_*`` (``causal_sequence.DIGITS``, ...).
+with ``subjective_depth_*`` and ``subjective_timescale_*`` (``causal_sequence.SIZES``).
+No router: its metrics are empty and its auxiliary loss is zero.
 """
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ import torch
 from torch import nn
 
 from ..layers.causal_transformer import DecoderBlock
-from .causal_sequence import DIGITS, LM_SMALL, TEST, CausalSequenceModel, StreamState, zero_aux
-from .registry import check_overrides, register_model
+from .causal_sequence import CausalSequenceModel, StreamState, register_family
 
 __all__ = ["CausalTransformer"]
 
@@ -34,7 +34,7 @@ class CausalTransformer(CausalSequenceModel):
     def forward_tokens(self, h, positions, select=None):
         for block in self.layers:
             h = block(h, positions)
-        return h, zero_aux(h), {}
+        return h, {}
 
     def step_tokens(self, h: torch.Tensor, positions: torch.Tensor, state: StreamState,
                     select=None) -> torch.Tensor:
@@ -43,23 +43,11 @@ class CausalTransformer(CausalSequenceModel):
         return h
 
 
-def _build(name: str, size: dict, overrides: dict) -> CausalTransformer:
-    return CausalTransformer(name=name, **check_overrides(name, dict(size), overrides))
-
-
-@register_model
-def causal_transformer_digits(**overrides):
-    """Dense causal twin on digits-dvs: [T=4, 2, 32, 32] frames -> 4 tokens, width 64, 4 layers."""
-    return _build("causal_transformer_digits", DIGITS, overrides)
-
-
-@register_model
-def causal_transformer_lm_small(**overrides):
-    """Dense byte-level causal LM: vocab 256, 128-byte context, width 128, 4 layers."""
-    return _build("causal_transformer_lm_small", LM_SMALL, overrides)
-
-
-@register_model
-def test_causal_transformer(**overrides):
-    """Tiny dense causal twin for tests: [T=2, 2, 16, 16] frames, width 32, 2 layers."""
-    return _build("test_causal_transformer", TEST, overrides)
+register_family("causal_transformer", CausalTransformer, {}, {
+    "causal_transformer_digits":
+        "Dense causal twin on digits-dvs: [T=4, 2, 32, 32] frames -> 4 tokens, width 64, 4 layers.",
+    "causal_transformer_lm_small":
+        "Dense byte-level causal LM: vocab 256, 128-byte context, width 128, 4 layers.",
+    "test_causal_transformer":
+        "Tiny dense causal twin for tests: [T=2, 2, 16, 16] frames, width 32, 2 layers.",
+})

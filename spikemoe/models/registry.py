@@ -16,13 +16,26 @@ from torch import nn
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
-def register_model(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Decorator: register ``factory`` under its function name."""
-    name = factory.__name__
-    if name in _MODELS:
-        raise ValueError(f"model {name!r} is registered twice")
-    _MODELS[name] = factory
-    return factory
+def register_model(factory: Callable[..., nn.Module] | None = None, *, name: str | None = None,
+                   replace: bool = False):
+    """Register ``factory`` under ``name`` (default: its function name); usable as
+    ``@register_model`` or ``register_model(fn, name="my_model")``. A name registered twice is
+    refused unless ``replace``. Returns the factory."""
+    def add(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or fn.__name__
+        if key in _MODELS and not replace:
+            raise ValueError(f"model {key!r} is registered twice; pass replace=True to replace "
+                             "it, or pick another name.")
+        _MODELS[key] = fn
+        return fn
+
+    return add if factory is None else add(factory)
+
+
+def unregister_model(name: str) -> None:
+    """Remove ``name`` from the registry (a model a test or a notebook registered)."""
+    if _MODELS.pop(name, None) is None:
+        raise ValueError(f"model {name!r} is not registered.")
 
 
 def list_models(pattern: str = "*") -> list[str]:

@@ -2,7 +2,8 @@
 
 Each entry fixes the stem (input channels, recipe image size, which SPS stages pool), the
 width, depth and MLP width, the classes and T. Families add their own style and heads.
-From ``shared/reference/papers.md`` 2.1-2.3.
+From the papers' tables: Spikformer (Zhou et al., ICLR 2023), Spike-driven Transformer
+(Yao et al., NeurIPS 2023) and SEMM (Zhou et al., NeurIPS 2024).
 """
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ their own channel slots, so the routed sum stays binary (see ``moe/emsa.py``).
 
 Sizes are the Spikformer ones (``models/sizes.py``), which the paper's ImageNet models
 share (8-384 / 8-512 / 8-768). Its own CIFAR10-DVS recipe (64x64, T=10) is
-``create_model("spike_driven_2_256_dvs", T=10)`` fed 64x64 frames. SEMM twins are 7-11%
-smaller than their baselines for the reason given in ``models/spikformer.py``.
+``create_model("spike_driven_2_256_dvs", T=10)`` fed 64x64 frames. The SEMM twins'
+size gap to their baselines (the Spikformer twins') is stated in ``models/spikformer.py``.
 """
 from __future__ import annotations
 

@@ -1,15 +1,20 @@
 """Spikformer (Zhou et al., ICLR 2023) and its SEMM twin (Zhou et al., NeurIPS 2024).
 
-Sizes and recipes from ``shared/reference/papers.md`` 2.1: ``spikformer_L_D`` has L blocks
-of width D. Published parameter counts: 8-384 16.81M, 8-512 29.68M, 8-768 66.34M,
-4-384 CIFAR 9.32M, 2-256 DVS 2.57M (measured by ``tests/test_models.py``).
+Sizes and recipes from the Spikformer paper (Zhou et al., ICLR 2023, its ImageNet,
+CIFAR and CIFAR10-DVS / DVS128 Gesture tables): ``spikformer_L_D`` has L blocks of width D.
+Published parameter counts: 8-384 16.81M, 8-512 29.68M, 8-768 66.34M, 4-384 CIFAR 9.32M,
+2-256 DVS 2.57M (measured by ``tests/test_models.py``).
 
 SEMM twins replace SSA by EMSA (4 head-wise experts, per-expert queries, shared K/V) and
-the MLP by EMSP (h = 2 round(8D/3)). Their parameter counts are 7% (CIFAR) to 11%
-(ImageNet) below the baseline's: EMSA holds 2.5 D^2 weights against SSA's 4 D^2 because
-its experts share K and V; EMSP matches the MLP. Pass ``per_expert=("q", "k", "v")`` for
-SSA-sized experts (then the twin is within 1% of its baseline: EMSP adds its
-depth-wise gate, 9 h/2 weights).
+the MLP by EMSP (h = 2 round(8D/3)). Their size gap to the baseline is stated here (README
+and ``models/spike_driven.py`` point here; the Spike-driven twins have the same counts): a
+SEMM twin has 7.0% to 10.4% fewer parameters than its baseline; by size 2-256 DVS 6.98%,
+4-384 CIFAR 8.95%, 8-384 9.92%, 8-512 10.15%, 8-768 10.36%. EMSA holds 2.5 D^2 weights
+against SSA's 4 D^2 because its experts share K and V, and EMSP matches the MLP, so the gap
+grows with the blocks' share of the model (the stem and head hold 38% of the 2-block DVS
+model's weights, 24% of 4-384 CIFAR's, 14% of 8-768's). Pass ``per_expert=("q", "k", "v")``
+for SSA-sized experts: the twin is then 0.35% (8-768) to 0.77% (2-256 DVS) larger than its
+baseline (EMSP's depth-wise gate, 9 h/2 weights, and the router).
 """
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ import torch
 from spikingjelly.activation_based import functional
 from torch import nn
 
+from ..contract import ModelOutput, SpikeMoEModel, split_aux
 from ..layers.attention import HeadwiseSpikingAttention
 from ..layers.block import SpikingBlock
 from ..layers.mlp import SpikingMLP
@@ -27,7 +28,6 @@ from ..layers.patch_split import SpikingPatchSplit
 from ..moe.emsa import EMSA
 from ..moe.emsp import EMSP
 from ..neurons import BACKENDS, make_lif
-from .output import ModelOutput
 from .registry import (
     check_bool,
     check_int,
@@ -158,7 +158,7 @@ _UNUSED_WHEN = {
 }
 
 
-class SpikingVisionTransformer(nn.Module):
+class SpikingVisionTransformer(SpikeMoEModel):
     """Spikformer / Spike-driven Transformer, optionally with SEMM (EMSA and/or EMSP).
 
     Args:
@@ -175,6 +175,10 @@ class SpikingVisionTransformer(nn.Module):
         num_experts, expert_dim, per_expert: EMSA's experts (see ``moe.emsa``).
         emsp_hidden: EMSP width h (see ``moe.emsp``).
         backend: LIF backend for every neuron (see ``spikemoe.neurons``).
+
+    Declared facts (``spikemoe.contract.SpikeMoEModel``): ``input_shape`` ``(T, C, H, W)``,
+    ``num_classes``, ``T``; each sample is measured alone (``profile_batch_size`` None); the
+    task loss is the softmax cross-entropy.
 
     Raises:
         ValueError: a hyperparameter out of range, naming it as ``model.<key>`` (see
@@ -259,14 +263,18 @@ class SpikingVisionTransformer(nn.Module):
         h, w = feats.shape[-2:]
         tokens = feats.flatten(3).transpose(2, 3)  # [T, B, D, H', W'] -> [T, B, N, D]
         metrics: dict[str, torch.Tensor] = {}
+        auxes = []
         for i, block in enumerate(self.blocks):
             tokens, block_metrics = block(tokens, (h, w))
+            block_aux, block_metrics = split_aux(block_metrics)
+            if block_aux is not None:
+                auxes.append(block_aux)
             metrics.update({f"blocks.{i}.{k}": v for k, v in block_metrics.items()})
         pooled = tokens.mean(dim=2)  # [T, B, N, D] -> [T, B, D]
         if self.head_lif is not None:
             pooled = self.head_lif(pooled)
         logits = self.head(pooled).mean(dim=0)  # [T, B, K] -> [B, K]
-        return ModelOutput(logits, logits.new_zeros(()), metrics)
+        return ModelOutput(logits, sum(auxes, logits.new_zeros(())), metrics)
 
 
 def build_spiking_vit(name: str, family: dict, size: dict, semm: dict,

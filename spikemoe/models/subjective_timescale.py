@@ -1,6 +1,8 @@
-"""Subjective Timescale Transformer (STT; Wieser et al., arXiv 2511.21408; ``shared/reference/
-papers.md`` section 5): a decoder-only causal transformer whose every other layer (1, 3, ...)
-is routed per token, over TIME: a token whose update its predecessor predicted skips it.
+"""Subjective Timescale Transformer (STT; Wieser et al., arXiv 2511.21408; reference code
+fredericowieser/Dynamic-Transformers, commit b401af0 closest to the paper): a decoder-only
+causal transformer whose every other layer (1, 3, ...) is routed per token, over TIME: a
+token whose update its predecessor predicted skips it. Selection, router, aux loss and
+metrics shared with SDT: ``routed_sequence.py``.
 
 Routed layer l, training (teacher; every token runs the block once to be judged):
 
@@ -11,8 +13,8 @@ Routed layer l, training (teacher; every token runs the block once to be judged)
     g      = SurpriseGate(dx, dx_hat)        (moe/surprise.py)
     S      = top-k of g per sequence (k = max(1, floor(gamma N)), gamma = 0.5) or g >= 0.75
     L_g    = mean(g)                         weight 0.001, in BOTH selection modes, as the
-             reference (fredericowieser/Dynamic-Transformers b401af0 src/models/stt/model.py
-             adds stt_g_reg_loss whenever it trains; ``gate_reg_always=False``: threshold only)
+             reference (b401af0 src/models/stt/model.py adds stt_g_reg_loss whenever it
+             trains; ``gate_reg_always=False``: threshold only)
     x_t   <- x_t + g_t (Block_l(x_S)_t - x_t)   for t in S (second pass: attention among S)
 
 Inference (``eval_selection="router"``): the causal router ``TimescaleRouter``
@@ -30,11 +32,8 @@ whether a routed layer computes.
 The gate's betas follow the reference's linear ramp 0.1 -> 100 (``moe/surprise.py``).
 
 aux_loss = 0.05 mean_l L_TPN + 0.01 mean_l L_router + 0.001 mean_l mean(g);
-metrics per routed layer i: ``layers.i.mask`` (``[B, N]`` bool, the tokens that ran; the
-trainer's sums skip tables; ``forward(x, select=...)`` replays it), ``layers.i.selected``;
-with a teacher pass also
-``layers.i.teacher_selected``, ``layers.i.router_agreement``, ``layers.i.gate_mean``,
-``layers.i.gate_extreme``, ``layers.i.beta_ce``, ``layers.i.tpn_loss``.
+metrics per routed layer i: ``layers.i.selected`` and ``layers.i.mask``; with a teacher pass
+also the teacher's (``routed_sequence.py``) and ``layers.i.tpn_loss``.
 """
 from __future__ import annotations
 
@@ -42,20 +41,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..contract import AUX_LOSS
 from ..layers.causal_transformer import DecoderBlock, RMSNorm, SwiGLU
 from ..moe.surprise import GaussianHead, SurpriseGate, kl_change_surprise
-from ..moe.token_selection import (
-    TimescaleRouter,
-    gate_regulariser,
-    router_agreement,
-    router_loss,
-    run_selected,
-    threshold_mask,
-    topk_mask,
-)
-from .causal_sequence import DIGITS, LM_SMALL, TEST, CausalSequenceModel, StreamState
-from .registry import check_overrides, register_model
-from .subjective_depth import GATE, GATE_KEYS, _check_choices, gate_metrics
+from ..moe.token_selection import TimescaleRouter, run_selected
+from .causal_sequence import StreamState, register_family
+from .routed_sequence import ROUTING, AuxTerms, RoutedSequenceModel
 
 __all__ = ["SubjectiveTimescaleTransformer", "TimescaleLayer"]
 
@@ -92,89 +83,58 @@ class TimescaleLayer(nn.Module):
         return self.gate(dx, dx_hat), F.mse_loss(dx_hat, dx.detach())
 
 
-class SubjectiveTimescaleTransformer(CausalSequenceModel):
+class SubjectiveTimescaleTransformer(RoutedSequenceModel):
     """STT (module docstring): ``depth`` blocks, the odd ones (1, 3, ...) routed.
 
-    Args: as ``SubjectiveDepthTransformer`` (``tpn_hidden``/``tpn_weight`` in place of the
-    prior's; no ``router_input``: the router reads the layer's input ``[x_t, x_{t-1}]``, as
-    the reference), see ``models/subjective_depth.py``; and ``gate_reg_always``: the mean-g
-    regulariser in both selection modes (True, reference) or with threshold only.
+    Args:
+        tpn_hidden: transition network width (None: max(1, dim // 16)).
+        gate_reg_always: the mean-g regulariser in both selection modes (True, reference) or
+            with threshold only.
+        tpn_weight: weight of L_TPN in the aux loss (0.05).
+        Others: see ``RoutedSequenceModel`` and ``CausalSequenceModel``. The router reads the
+        layer's input ``[x_t, x_{t-1}]``, as the reference.
     """
 
-    def __init__(self, *, depth: int, gamma: float, selection: str, threshold: float,
-                 eval_selection: str, tpn_hidden: int | None, ma_window: int,
-                 topk_min_one: bool, gate_reg_always: bool, tpn_weight: float,
-                 router_weight: float, gate_reg_weight: float, **base) -> None:
-        gate = {key: base.pop(key) for key in GATE_KEYS}
-        super().__init__(**base)
-        if depth < 2 or depth % 2:
-            raise ValueError(f"{self.name}: every other layer is routed, so depth must be even "
-                             f"and >= 2, got {depth}")
-        _check_choices(self.name, selection, eval_selection, gamma)
-        self.depth, self.gamma, self.selection = int(depth), float(gamma), selection
-        self.threshold, self.eval_selection = float(threshold), eval_selection
-        self.tpn_weight, self.router_weight = float(tpn_weight), float(router_weight)
-        self.gate_reg_weight = float(gate_reg_weight)
-        self.topk_min_one, self.gate_reg_always = bool(topk_min_one), bool(gate_reg_always)
-        gate["window"] = ma_window
+    def __init__(self, *, tpn_hidden: int | None, gate_reg_always: bool, tpn_weight: float,
+                 **routed) -> None:
+        super().__init__(**routed)
+        self.tpn_weight, self.gate_reg_always = float(tpn_weight), bool(gate_reg_always)
         hidden = tpn_hidden or max(1, self.dim // 16)
         self.layers = nn.ModuleList(
             TimescaleLayer(self.dim, self.num_heads, self.mlp_hidden, hidden, self.rope_base,
-                           gate) if i % 2 else
+                           self.gate_config) if i % 2 else
             DecoderBlock(self.dim, self.num_heads, self.mlp_hidden, self.rope_base)
             for i in range(self.depth))
-        self.routed_layers = tuple(range(1, self.depth, 2))
         self.init_weights()
 
+    @property
+    def prediction_weight(self) -> float:
+        return self.tpn_weight
+
     def forward_tokens(self, h, positions, select=None):
-        tpn, routing, reg = [], [], []
-        metrics: dict[str, torch.Tensor] = {}
+        terms, metrics = AuxTerms(), {}
         for i, layer in enumerate(self.layers):
             if not isinstance(layer, TimescaleLayer):
                 h = layer(h, positions)
                 continue
             logits = layer.router(h)  # [B, N], causal: reads x_t and x_{t-1}
-            g = None
-            replay = select is not None and i in select
-            if self.training or self.eval_selection == "teacher":
+            g = teacher = None
+            if self.uses_teacher():
                 gate, tpn_loss = layer.teacher(h, positions)
-                g = gate.g
-                teacher = (topk_mask(gate.score, self.gamma, self.topk_min_one)  # order of g
-                           if self.selection == "topk" else threshold_mask(g, self.threshold))
-                mask = teacher
-                tpn.append(tpn_loss)
-                routing.append(router_loss(logits, teacher))
-                if self.gate_reg_always or self.selection == "threshold":
-                    reg.append(gate_regulariser(g))
-                metrics.update({
-                    f"layers.{i}.teacher_selected": teacher.float().mean(),
-                    f"layers.{i}.router_agreement": router_agreement(logits, teacher),
-                    **gate_metrics(i, g, layer.gate),
-                    f"layers.{i}.tpn_loss": tpn_loss.detach(),
-                })
-            elif self.eval_selection == "router":
-                mask = logits > 0
-            else:
-                mask = topk_mask(logits, self.gamma, self.topk_min_one)
-            if replay:
-                mask = select[i].to(torch.bool)
+                g, teacher = gate.g, self.teacher_mask(gate)
+                terms.prediction.append(tpn_loss)
+                self.add_teacher_losses(terms, logits, teacher, g)
+                metrics.update({**self.teacher_metrics(i, teacher, logits, g, layer.gate),
+                                f"layers.{i}.tpn_loss": tpn_loss.detach()})
+            mask = self.choose(i, teacher, logits, select)
             h = run_selected(layer.block, h, positions, mask, g)
-            metrics[f"layers.{i}.selected"] = mask.float().mean()
-            metrics[f"layers.{i}.mask"] = mask  # [B, N]: which tokens ran (a table; replayable)
-        aux = h.new_zeros(())
-        if tpn:
-            aux = aux + self.tpn_weight * torch.stack(tpn).mean() \
-                + self.router_weight * torch.stack(routing).mean()
-        if reg:
-            aux = aux + self.gate_reg_weight * torch.stack(reg).mean()
-        return h, aux, metrics
+            metrics.update(self.selection_metrics(i, mask))
+        metrics[AUX_LOSS] = self.aux_loss(h, terms)
+        return h, metrics
 
     def step_tokens(self, h: torch.Tensor, positions: torch.Tensor, state: StreamState,
                     select=None) -> torch.Tensor:
-        if select is None and self.eval_selection != "router":
-            raise ValueError(f"{self.name}: streaming chooses tokens causally, one at a time; "
-                             f"eval_selection={self.eval_selection!r} needs the whole sequence. "
-                             "Build the model with eval_selection='router', or pass select=.")
+        self.check_streamable(select)
         for i, layer in enumerate(self.layers):
             kv, extra = state.kv[i], state.extra[i]
             if not isinstance(layer, TimescaleLayer):
@@ -182,36 +142,19 @@ class SubjectiveTimescaleTransformer(CausalSequenceModel):
                 continue
             logits = layer.router(h, prev=extra.get("prev"))  # [B, 1]
             extra["prev"] = h  # x_{t-1} of the next step
-            mask = select[i].to(torch.bool) if select is not None and i in select else logits > 0
-            h = run_selected(layer.block, h, positions, mask, None, cache=kv)
+            h = run_selected(layer.block, h, positions, self.stream_mask(i, logits, select),
+                             None, cache=kv)
         return h
 
 
-# The paper's routing choices (papers.md section 5), as SDT's (the gate and its beta ramp:
-# subjective_depth.GATE); TPN loss weight 0.05; the mean-g regulariser always on (reference).
-_FAMILY = dict(GATE, gamma=0.5, selection="topk", threshold=0.75, eval_selection="router",
-               tpn_hidden=None, gate_reg_always=True, tpn_weight=0.05, router_weight=0.01,
-               gate_reg_weight=0.001)
-
-
-def _build(name: str, size: dict, overrides: dict) -> SubjectiveTimescaleTransformer:
-    return SubjectiveTimescaleTransformer(
-        name=name, **check_overrides(name, {**size, **_FAMILY}, overrides))
-
-
-@register_model
-def subjective_timescale_digits(**overrides):
-    """STT on digits-dvs: 4 frame tokens (routed per frame), width 64, 4 layers, gamma 0.5."""
-    return _build("subjective_timescale_digits", DIGITS, overrides)
-
-
-@register_model
-def subjective_timescale_lm_small(**overrides):
-    """STT byte-level LM: vocab 256, 128-byte context, width 128, 4 layers (2 routed)."""
-    return _build("subjective_timescale_lm_small", LM_SMALL, overrides)
-
-
-@register_model
-def test_subjective_timescale(**overrides):
-    """Tiny STT for tests: [T=2, 2, 16, 16] frames, width 32, layers 0 dense and 1 routed."""
-    return _build("test_subjective_timescale", TEST, overrides)
+# The paper's routing choices and the reference's gate (routed_sequence.ROUTING), the TPN
+# loss weight 0.05, the mean-g regulariser always on (reference b401af0).
+register_family("subjective_timescale", SubjectiveTimescaleTransformer,
+                dict(ROUTING, tpn_hidden=None, gate_reg_always=True, tpn_weight=0.05), {
+    "subjective_timescale_digits":
+        "STT on digits-dvs: 4 frame tokens (routed per frame), width 64, 4 layers, gamma 0.5.",
+    "subjective_timescale_lm_small":
+        "STT byte-level LM: vocab 256, 128-byte context, width 128, 4 layers (2 routed).",
+    "test_subjective_timescale":
+        "Tiny STT for tests: [T=2, 2, 16, 16] frames, width 32, layers 0 dense and 1 routed.",
+})

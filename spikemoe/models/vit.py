@@ -48,13 +48,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..contract import AUX_LOSS, CLASSIFIER_LOSSES, ModelOutput, SpikeMoEModel, split_aux
 from ..layers.time_folding import TIME_MODES, TimeFolding, stem_channels
-from ..moe.vmoe_layer import MLP, VMoEMLP
-from .output import ModelOutput
+from ..moe.vmoe_layer import MLP, DenseMLP, VMoEMLP
 from .registry import check_overrides, register_model
 
 POOLS = ("cls", "mean")
-CLASSIFIER_LOSSES = ("softmax_xent", "sigmoid_xent")
 
 
 def sigmoid_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
@@ -119,7 +118,11 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block; ``mlp`` is an ``MLP`` or a ``VMoEMLP``."""
+    """Pre-norm transformer block; ``mlp`` is a ``DenseMLP`` or a ``VMoEMLP``.
+
+    Forward: ``x [B, N, D] -> (y [B, N, D], metrics)``: the MLP branch's statistics under
+    ``mlp.``, its auxiliary loss (if any) under ``AUX_LOSS`` (``spikemoe.contract``).
+    """
 
     def __init__(self, dim: int, num_heads: int, mlp: nn.Module) -> None:
         super().__init__()
@@ -128,15 +131,17 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = mlp
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = x + self.attn(self.norm1(x))
-        if isinstance(self.mlp, VMoEMLP):
-            y, aux, metrics = self.mlp(self.norm2(x))
-            return x + y, aux, metrics  # dropped tokens: y = 0, the residual carries them
-        return x + self.mlp(self.norm2(x)), None, {}
+        y, mlp_metrics = self.mlp(self.norm2(x))  # tokens an MoE dropped: y = 0
+        aux, mlp_metrics = split_aux(mlp_metrics)
+        metrics = {f"mlp.{k}": v for k, v in mlp_metrics.items()}
+        if aux is not None:
+            metrics[AUX_LOSS] = aux
+        return x + y, metrics  # the residual carries the dropped tokens
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(SpikeMoEModel):
     """ViT, or V-MoE when ``moe_placement`` is not ``"none"`` (module docstring).
 
     Args:
@@ -159,8 +164,9 @@ class VisionTransformer(nn.Module):
         head_zero_init: the classifier's kernel starts at zero (vmoe) instead of
             trunc-normal 0.02.
         head_bias_init: the classifier's initial bias: a number, or ``"-log(K)"``.
-        classifier_loss: ``"softmax_xent"`` or ``"sigmoid_xent"``: stored as
-            ``self.classifier_loss`` for the trainer (``sigmoid_cross_entropy``).
+        classifier_loss: ``"softmax_xent"`` or ``"sigmoid_xent"``: declared as
+            ``self.classifier_loss`` (``spikemoe.contract.ModelFacts``) for the trainer
+            (``sigmoid_cross_entropy``).
         init: ``"trunc_normal"`` (0.02 everywhere) or ``"vmoe"`` (``_vmoe_init``).
     """
 
@@ -207,7 +213,7 @@ class VisionTransformer(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if extra else None
         self.pos_embed = nn.Parameter(torch.zeros(1, extra + self.grid[0] * self.grid[1], embed_dim))
         self.moe_blocks = moe_blocks(depth, moe_placement)
-        # measurement (spikemoe.analysis.profile): capacity is per routing group, so what
+        # the measurement batch (spikemoe.contract): capacity is per routing group, so what
         # runs depends on which images share a batch; profile one routing group at a time
         self.profile_batch_size = group_images if self.moe_blocks else None
         router = dict(capacity_factor_train=capacity_factor_train,
@@ -223,7 +229,7 @@ class VisionTransformer(nn.Module):
                               shared_init=shared_init, expert_dropout=expert_dropout,
                               gelu_approximate=gelu_approximate, **router)
             else:
-                mlp = MLP(embed_dim, mlp_hidden, gelu_approximate=gelu_approximate)
+                mlp = DenseMLP(embed_dim, mlp_hidden, gelu_approximate=gelu_approximate)
             blocks.append(Block(embed_dim, num_heads, mlp))
         self.blocks = nn.ModuleList(blocks)
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
@@ -314,10 +320,11 @@ class VisionTransformer(nn.Module):
         aux = tokens.new_zeros(())
         metrics: dict[str, torch.Tensor] = {}
         for i, block in enumerate(self.blocks):
-            tokens, block_aux, block_metrics = block(tokens)
+            tokens, block_metrics = block(tokens)
+            block_aux, block_metrics = split_aux(block_metrics)
             if block_aux is not None:
                 aux = aux + block_aux
-            metrics.update({f"blocks.{i}.mlp.{k}": v for k, v in block_metrics.items()})
+            metrics.update({f"blocks.{i}.{k}": v for k, v in block_metrics.items()})
         tokens = self.norm(tokens)
         pooled = tokens[:, 0] if self.cls_token is not None else tokens.mean(dim=1)  # [B, D]
         return ModelOutput(self.head(self.pre_logits(pooled)), aux, metrics)  # [B, D] -> [B, K]

@@ -31,8 +31,6 @@ from collections.abc import Iterable
 import torch
 
 from ..layers.attention import HeadwiseSpikingAttention
-from ..layers.kernels import ssa_scores_times_values
-from ..layers.saved import compact_saved
 from .router import SpikingRouter
 
 _PROJECTIONS = ("q", "k", "v")
@@ -90,21 +88,18 @@ class EMSA(HeadwiseSpikingAttention):
         self.num_experts = num_experts
         self.fused_gate = backend == "cupy" and kernel == "ssa"
 
-    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None):
+    def _fire_and_route(self, o: torch.Tensor, s: torch.Tensor
+                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``Y_h = R_h (.) LIF_0.5(o_h)``: with ``fused_gate`` one kernel
+        (``FusedLIF.emsa_gate``), else the two steps of ``HeadwiseSpikingAttention``.
+
+        Args:
+            o: the experts' ``Q_h K^T V * s``, ``[T, B, N, E, d]``.
+            s: the branch's input spikes ``[T, B, N, C]`` (the router's input).
+        Returns:
+            ``(Y [T, B, N, E, d], router statistics)``.
+        """
         if not self.fused_gate:
-            return super().forward(x, grid)
-        # HeadwiseSpikingAttention.forward's SSA path with its last two steps fused:
-        # attn_lif and the router mask are one kernel (FusedLIF.emsa_gate).
-        T, B, N, _ = x.shape
-        s = self.in_lif(x) if self.in_lif is not None else x  # spikes [T, B, N, C]
-        qkv = self.qkv_lif(self.qkv(s))  # [T, B, N, wq + wk + wv]
-        q, k, v = (self._split_heads(t) for t in qkv.split(self.widths, dim=-1))
-        with compact_saved():  # Q, K, V and the counts K^T V are saved as bytes
-            o = ssa_scores_times_values(q, k, v, self.scale)  # [T*B, H, N, d]
-        o = o.transpose(1, 2).reshape(T, B, N, self.num_heads, self.head_dim)
-        r, metrics = self.router(s)  # [T, B, N, H]
-        y = self.attn_lif.emsa_gate(o, r)  # Y_h = R_h (.) LIF_0.5(O_h): [T, B, N, H, d]
-        y = self.proj(y.reshape(T, B, N, self.num_heads * self.head_dim))  # [T, B, N, C]
-        if self.proj_lif is not None:
-            y = self.proj_lif(y)
-        return y, metrics
+            return super()._fire_and_route(o, s)
+        r, metrics = self.router(s)  # [T, B, N, E]
+        return self.attn_lif.emsa_gate(o, r), metrics

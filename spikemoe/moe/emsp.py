@@ -23,10 +23,11 @@ import torch
 from spikingjelly.activation_based.layer import SeqToANNContainer
 from torch import nn
 
+from ..contract import mark_router_neuron
 from ..layers.linear_bn import TokenLinearBN
 from ..layers.saved import compact_saved
 from ..neurons import make_lif
-from .router import mark_router_neuron, router_statistics
+from .router import router_statistics
 
 
 def default_emsp_hidden(dim: int) -> int:

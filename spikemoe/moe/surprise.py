@@ -1,5 +1,6 @@
 """Bayesian surprise and the surprise gate of the Subjective Depth / Timescale Transformers
-(Wieser et al., arXiv 2511.21408; ``shared/reference/papers.md`` section 5).
+(Wieser et al., arXiv 2511.21408; reference code fredericowieser/Dynamic-Transformers,
+commit b401af0 closest to the paper).
 
 With isotropic Gaussians the KL terms reduce to scaled squared errors. For a block update
 ``dx = Block(x) - x`` (the actual residual, ``[B, N, d]``) and a prediction ``dx_hat`` (the
@@ -28,14 +29,14 @@ the run, after a warm-up at ``start``:
 with s the number of training steps taken before this one. Reference defaults: start 0.1,
 end 100 for both betas, warmup 100 steps, ``ramp = max_steps - warmup`` (the run's length;
 its config names the schedule "cosine", but the code is linear, and so is ours). At b = 100
-the sigmoids are near-steps, so g becomes near-binary; at a fixed b = 1 (this module before
-issue 12) every token sat at g = 0.753 +- 2e-5 on digits-dvs at initialisation.
+the sigmoids are near-steps, so g becomes near-binary; at a fixed b = 1 every token sits at
+g = 0.753 +- 2e-5 on digits-dvs at initialisation.
 
 s lives in the buffer ``step`` (so the state dict resumes it exactly) and advances by one
 per forward in TRAINING mode (the trainer runs one forward per optimiser step); evaluation
-uses the current s and does not advance it. (The reference evaluates with its default
-``global_step = 0``, i.e. at ``start``: a quirk we do not copy.) ``beta_schedule="constant"``
-holds ``start`` for every step (the behaviour before issue 12, with starts of 1).
+uses the current s and does not advance it (the reference evaluates with its default
+``global_step = 0``, i.e. at ``start``; this module does not). ``beta_schedule="constant"``
+holds ``start`` for every step (with starts of 1: the fixed b = 1 gate).
 
 Measured at the end of the digits-dvs recipes (configs/digits_subjective_*.yaml, 900 steps,
 ramp to 100): STT's gate spreads (std 0.29 / 0.35 against 0.11 / 0.15 at fixed b = 1); SDT's
@@ -213,6 +214,11 @@ class SurpriseGate(nn.Module):
         sched = (self.beta_warmup_steps, self.beta_ramp_steps, self.beta_schedule)
         return (beta_at(s, self.beta_ce_start, self.beta_ce_end, *sched),
                 beta_at(s, self.beta_cu_start, self.beta_cu_end, *sched))
+
+    def last_betas(self) -> tuple[float, float]:
+        """``(b_ce, b_cu)`` that the latest forward used: a training forward advances
+        ``step`` after reading them, an evaluation forward does not."""
+        return self.betas(max(int(self.step) - (1 if self.training else 0), 0))
 
     def forward(self, dx: torch.Tensor, dx_hat: torch.Tensor,
                 history: torch.Tensor | None = None,

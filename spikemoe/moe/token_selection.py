@@ -26,10 +26,9 @@ router and teacher agree.
 ``run_selected(block, x, positions, mask, gate)`` implements
 ``x_t <- x_t + g_t (Block(x_S)_t - x_t)`` for t in the selected set S and ``x_t`` unchanged
 otherwise, where ``Block(x_S)`` runs on S alone: attention among selected tokens only. S is
-gathered PER SEQUENCE and kept in TIME order, with each token's original position. (The
-reference code before commit 78b7ddf packed the selected tokens of the whole batch into one
-sequence in score order and applied a causal mask to that order: tokens attended to other
-sequences and to later tokens that scored higher.)
+gathered PER SEQUENCE and kept in TIME order, with each token's original position, so a
+selected token attends neither to another sequence nor to a later token, whatever the scores
+(Wieser et al., arXiv 2511.21408; the reference code routes this way from commit 78b7ddf).
 """
 from __future__ import annotations
 
@@ -124,14 +123,15 @@ def run_selected(block: nn.Module, x: torch.Tensor, positions: torch.Tensor,
 
 class DepthRouter(nn.Module):
     """SDT's causal router: ``logit_t = w2 GELU(W1 x_t)`` on the detached ``x [B, N, d]``
-    (SDT passes the pair's input by default; module docstring)."""
+    (SDT passes the pair's input by default; module docstring). Per token: a streaming step
+    needs nothing of the tokens before it."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.net = nn.Sequential(nn.Linear(dim, max(1, dim // 4)), nn.GELU(),
                                  nn.Linear(max(1, dim // 4), 1))
 
-    def forward(self, x: torch.Tensor, prev: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.detach()).squeeze(-1)  # [B, N, d] -> [B, N]
 
 

@@ -5,6 +5,10 @@ MLP that is both the dense layer and each expert.
     MoE(x)   = sum_{j kept} g_j(x) MLP_{e_j(x)}(x)       router: ``vmoe_router``; dispatch:
                                                         ``dispatch`` (sorted bins)
 
+``MLP`` is the function ``[.., D] -> [.., D]`` (each expert); the block's MLP branch is a
+``DenseMLP`` or a ``VMoEMLP``, both with the block contract of ``spikemoe.contract``:
+``x -> (out, metrics)``, the MoE's auxiliary loss in ``metrics[AUX_LOSS]``.
+
 Tokens ``[B, N, D]`` are routed in groups of ``group_images`` images (``S = group_images *
 N`` tokens; the paper routes 8 images' tokens per group). When B is not a multiple of
 ``group_images`` the last group holds the remaining images and gets the capacity of its
@@ -26,10 +30,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..contract import AUX_LOSS
 from .dispatch import dispatch_combine, sort_into_bins
 from .vmoe_router import NoisyTopKRouter
 
-__all__ = ["MLP", "VMoEMLP"]
+__all__ = ["MLP", "DenseMLP", "VMoEMLP"]
 
 
 class MLP(nn.Module):
@@ -48,6 +53,14 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class DenseMLP(MLP):
+    """The dense ViT block's MLP branch: ``MLP`` (same parameters and keys) with the block
+    contract, ``x [.., D] -> (MLP(x) [.., D], {})``."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return super().forward(x), {}
 
 
 class VMoEMLP(nn.Module):
@@ -86,8 +99,13 @@ class VMoEMLP(nn.Module):
             for name, p in expert.state_dict().items():
                 p.copy_(first[name])
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """``x [B, N, D] -> (y [B, N, D], aux_loss [], metrics)``; dropped tokens get y = 0."""
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``x [B, N, D] -> (y [B, N, D], metrics)``; dropped tokens get y = 0.
+
+        ``metrics[AUX_LOSS]`` is the routers' auxiliary loss ``[]`` (with its gradient); the
+        other entries are the routers' detached statistics. Both are averaged over the routing
+        groups, weighted by their tokens.
+        """
         if x.ndim != 3:
             raise ValueError(f"VMoEMLP takes tokens [B, N, D], got shape {tuple(x.shape)}")
         b, n, d = x.shape
@@ -106,4 +124,4 @@ class VMoEMLP(nn.Module):
         aux = sum(w * r.aux_loss for w, r in zip(shares, routes))
         metrics = {key: sum(w * r.metrics[key] for w, r in zip(shares, routes))
                    for key in routes[0].metrics}
-        return y.reshape(b, n, -1), aux, metrics  # [B*N, D] -> [B, N, D]
+        return y.reshape(b, n, -1), {AUX_LOSS: aux, **metrics}  # [B*N, D] -> [B, N, D]
