@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spikemoe.data import list_datasets
 from spikemoe.cli.data import add_data_parser
+from spikemoe.data import list_datasets
 from spikemoe.data.events import as_events
 from spikemoe.data.writers import write_aedat4
 

@@ -1,6 +1,7 @@
 """Event datasets on files written in the real on-disk formats: the CIFAR10-DVS 9:1 split, the
 frame cache (hit, invalidation, interrupted build), every bad-input case, N-MNIST and DVS128
 Gesture layouts (with the real N-MNIST recording), batching."""
+import dataclasses
 import os
 import warnings
 from pathlib import Path
@@ -16,6 +17,8 @@ from spikemoe.data import (
     EventFrameAugment,
     collate_time_major,
     create_dataset,
+    dataset_spec,
+    temporary_dataset,
 )
 from spikemoe.data.events import as_events
 from spikemoe.data.layouts import layout_problems
@@ -148,21 +151,26 @@ def test_unreadable_cache_entry_is_rebuilt_not_returned(tmp_path):
     assert ds.cache.load(ds._entries[0]) is not None  # rewritten whole
 
 
-def test_missing_root_and_wrong_layout_name_path_layout_and_command(tmp_path, monkeypatch):
-    from spikemoe.data import layouts
+def _with_download(name, download):
+    """``name``'s spec with ``download`` stubbed, registered for a ``with`` block."""
+    return temporary_dataset(dataclasses.replace(dataset_spec(name), download=download),
+                             replace=True)
 
-    monkeypatch.setattr(layouts, "download_event_dataset",
-                        lambda *a: pytest.fail("download attempted"))
-    with pytest.raises(FileNotFoundError) as e:
-        create_dataset("cifar10-dvs", "train", root=tmp_path / "nowhere", cache_dir=tmp_path / "c")
-    for part in (str(tmp_path / "nowhere"), "ROOT/CIFAR10DVS/<class>/*.aedat4",
-                 "spikemoe data verify cifar10-dvs", "prepare_cifar10dvs.py"):
-        assert part in str(e.value)
-    (tmp_path / "wrong" / "stuff").mkdir(parents=True)
-    with pytest.raises(FileNotFoundError, match=r"it holds: stuff.*Expected layout"):
-        create_dataset("cifar10-dvs", "train", root=tmp_path / "wrong")
-    with pytest.raises(ValueError, match="needs root=DIR"):
-        create_dataset("n-mnist", "train")
+
+def test_missing_root_and_wrong_layout_name_path_layout_and_command(tmp_path):
+    never = lambda *a: pytest.fail("download attempted")  # noqa: E731
+    with _with_download("cifar10-dvs", never), _with_download("n-mnist", never):
+        with pytest.raises(FileNotFoundError) as e:
+            create_dataset("cifar10-dvs", "train", root=tmp_path / "nowhere",
+                           cache_dir=tmp_path / "c")
+        for part in (str(tmp_path / "nowhere"), "ROOT/CIFAR10DVS/<class>/*.aedat4",
+                     "spikemoe data verify cifar10-dvs", "prepare_cifar10dvs.py"):
+            assert part in str(e.value)
+        (tmp_path / "wrong" / "stuff").mkdir(parents=True)
+        with pytest.raises(FileNotFoundError, match=r"it holds: stuff.*Expected layout"):
+            create_dataset("cifar10-dvs", "train", root=tmp_path / "wrong")
+        with pytest.raises(ValueError, match="needs root=DIR"):
+            create_dataset("n-mnist", "train")
 
 
 def test_unknown_class_folder_lists_the_expected_names(tmp_path):
@@ -197,16 +205,14 @@ def test_empty_recording_gives_zero_frames_and_a_warning(tmp_path):
     assert collate_time_major([ds[0], ds[1]])[0].shape == (4, 2, 2, 32, 32)
 
 
-def test_download_happens_only_when_asked(tmp_path, monkeypatch):
-    from spikemoe.data import layouts
-
+def test_download_happens_only_when_asked(tmp_path):
     asked = []
-    def fake_download(name, root):
-        asked.append(name)
+    def fake_download(spec, root):
+        asked.append(spec.info.name)
         _cifar10dvs(Path(root), {"dog": 2})
 
-    monkeypatch.setattr(layouts, "download_event_dataset", fake_download)
-    ds = _c10(tmp_path / "dl", tmp_path / "c", download=True)
+    with _with_download("cifar10-dvs", fake_download):
+        ds = _c10(tmp_path / "dl", tmp_path / "c", download=True)
     assert asked == ["cifar10-dvs"] and [y for _, y in ds] == [5, 5]  # ceil(0.9 * 2): both train
 
 
@@ -248,7 +254,7 @@ def test_dvs128_gesture_labels_from_file_names(tmp_path):
     (base / "ibmGestureTest" / "user24_led" / "11.npy").unlink()
     (base / "ibmGestureTest" / "user02_led").mkdir()  # a training subject in the test folder
     write_gesture_npy(base / "ibmGestureTest" / "user02_led" / "4.npy", ev)
-    problems, files = layout_problems("dvs128-gesture", tmp_path)
+    problems, files = layout_problems(dataset_spec("dvs128-gesture").layout, tmp_path)
     assert problems == ["test: user02_led belongs to the other split (users 24-29 here)"]
     assert [len(files["train"]), len(files["test"])] == [2, 2]
 

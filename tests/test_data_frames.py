@@ -92,8 +92,12 @@ def test_resize_on_events_equals_sum_pooling_for_integer_factors():
 
 def test_non_integer_resize_uses_exact_integer_arithmetic():
     x, y = resize_events(np.array([0, 16, 17, 33]), np.array([33, 0, 17, 1]), (34, 34), (32, 32))
-    # 17 * 32 // 34 = 16, where the float 17 * (32 / 34) = 15.999... truncates to 15
-    assert x.tolist() == [0, 15, 16, 31] and y.tolist() == [31, 0, 16, 0]
+    assert x.tolist() == [0, 15, 16, 31] and y.tolist() == [31, 0, 16, 0]  # x * 32 // 34
+    # 320 -> 224: 90 * 224 // 320 = 63, where tonic's float product 90 * (224 / 320) =
+    # 62.99999999999999 truncates to 62 (likewise 170 -> 118 and 180 -> 125).
+    assert int(90 * (224 / 320)) == 62 and int(170 * (224 / 320)) == 118
+    x, _ = resize_events(np.array([90, 170, 180]), np.zeros(3, np.int64), (240, 320), (168, 224))
+    assert x.tolist() == [63, 119, 126]
     ev = _random_events(2000, (34, 34))
     assert events_to_frames(ev, (34, 34), 4, size=32).sum() == 2000
 

@@ -9,8 +9,7 @@ from PIL import Image
 from torchvision import datasets as tvd
 from torchvision.datasets import cifar as cifar_module
 
-from spikemoe.data import collate_time_major, create_dataset
-from spikemoe.data.image_datasets import IMAGE_STATS
+from spikemoe.data import collate_time_major, create_dataset, dataset_spec
 
 
 def _fake_cifar10(root, n=6):
@@ -30,7 +29,8 @@ def test_cifar10_eval_is_exact_normalisation_and_train_augments(tmp_path, monkey
     monkeypatch.setattr(cifar_module, "check_integrity", lambda *a: True)  # fake bytes, real format
     test = create_dataset("cifar10", "test", root=tmp_path)
     x, y = test[2]
-    mean, std = (torch.tensor(v).view(3, 1, 1) for v in IMAGE_STATS["cifar10"])
+    spec = dataset_spec("cifar10")
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in (spec.mean, spec.std))
     raw = torch.from_numpy(test.data[2]).permute(2, 0, 1).float() / 255  # HWC uint8 -> CHW
     assert x.shape == (3, 32, 32) and y == 2
     torch.testing.assert_close(x, (raw - mean) / std)

@@ -7,15 +7,16 @@ import textwrap
 import pytest
 import torch
 
-import spikemoe.models
 from spikemoe.cli import main as engine_main
+from spikemoe.data import temporary_dataset
 from spikemoe.engine import Trainer, load_config, read_metrics
 from spikemoe.engine.losses import TETLoss
-from spikemoe.engine.synthetic import TinyANN, synthetic_bundle
+from spikemoe.engine.synthetic import TinyANN, synthetic_bundle, synthetic_spec
+from spikemoe.models import register_model, unregister_model
 
 RECIPE = textwrap.dedent("""\
     model: {name: tiny_ann, num_classes: 10}
-    data: {name: digits-dvs, batch_size: 8}
+    data: {name: tiny-frames, batch_size: 8}
     optim: {lr: 1.0e-2, ema_decay: 0.8}
     schedule: {epochs: 3, warmup_epochs: 1}
     augment: {mixup_alpha: 0.2, prob: 0.5, off_epoch: 2}
@@ -24,19 +25,16 @@ RECIPE = textwrap.dedent("""\
 
 
 @pytest.fixture
-def tiny_world(monkeypatch):
-    """``tiny_ann`` as a model name and synthetic data (10 classes, like the config's
-    digits-dvs) in place of the dataset module's."""
-    real = spikemoe.models.create_model
-
-    def create_model(name, **kw):
-        return TinyANN(**kw) if name == "tiny_ann" else real(name, **kw)
-
-    monkeypatch.setattr(spikemoe.models, "create_model", create_model)
-    data = synthetic_bundle(n_train=160, n_test=40, num_classes=10)
-    monkeypatch.setattr("spikemoe.engine.trainer.build_datasets", lambda cfg: data)
-    monkeypatch.setattr("spikemoe.engine.evaluate.create_split",
-                        lambda cfg, split, augment=None: data.test)
+def tiny_world():
+    """``tiny_ann`` as a registered model and ``tiny-frames`` (synthetic) as a registered
+    dataset, for the length of a test: the commands find both through the registries."""
+    register_model(TinyANN, name="tiny_ann")
+    try:
+        with temporary_dataset(synthetic_spec("tiny-frames", n_train=160, n_test=40,
+                                              num_classes=10)):
+            yield
+    finally:
+        unregister_model("tiny_ann")
 
 
 def test_train_command_learns_and_leaves_a_complete_run_directory(tmp_path, capsys, tiny_world):

@@ -11,7 +11,8 @@ import torch
 import spikemoe
 from spikemoe.cli import main as engine_main
 from spikemoe.contract import AUX_LOSS
-from spikemoe.engine.synthetic import synthetic_bundle
+from spikemoe.data import temporary_dataset
+from spikemoe.engine.synthetic import synthetic_spec
 from spikemoe.layers import TimeFolding
 from spikemoe.models.vit import moe_blocks, sigmoid_cross_entropy
 
@@ -253,19 +254,19 @@ def test_gradients_reach_the_router_and_every_parameter():
 
 RECIPE = textwrap.dedent("""\
     model: {name: test_vmoe}
-    data: {name: digits-dvs, T: 2, batch_size: 8}
+    data: {name: tiny-frames, T: 2, batch_size: 8}
     optim: {lr: 2.0e-3}
     schedule: {epochs: 2, warmup_epochs: 1}
     run: {log_every: 2, progress: false, profile_samples: 0, tensorboard: false}
 """)
 
 
-def test_train_command_runs_test_vmoe(tmp_path, capsys, monkeypatch):
-    data = synthetic_bundle(n_train=32, n_test=16, T=2, size=16, num_classes=10)
-    monkeypatch.setattr("spikemoe.engine.trainer.build_datasets", lambda cfg: data)
+def test_train_command_runs_test_vmoe(tmp_path, capsys):
     (tmp_path / "recipe.yaml").write_text(RECIPE)
-    assert engine_main(["train", str(tmp_path / "recipe.yaml"), f"run.out_dir={tmp_path}",
-                        "run.name=run"]) == 0
+    spec = synthetic_spec("tiny-frames", n_train=32, n_test=16, T=2, size=16, num_classes=10)
+    with temporary_dataset(spec):
+        assert engine_main(["train", str(tmp_path / "recipe.yaml"), f"run.out_dir={tmp_path}",
+                            "run.name=run"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] == 2 * 4 and summary["final_top1"] is not None
     epochs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

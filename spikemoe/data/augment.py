@@ -1,6 +1,6 @@
 """Train-time augmentation of event frames: horizontal flip plus a TrivialAugment-style policy.
 
-The Spikformer CIFAR10-DVS recipe (``papers.md`` 2.3; its ``SNNAugmentWide``): flip with
+The Spikformer CIFAR10-DVS recipe (Zhou et al. ICLR 2023; its ``SNNAugmentWide``): flip with
 probability 0.5, then ONE op drawn uniformly, with a magnitude drawn uniformly from 31 bins and
 a random sign (TrivialAugment, Mueller & Hutter 2021):
 

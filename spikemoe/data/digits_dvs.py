@@ -44,12 +44,14 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .cache import FrameCache
+from .event_options import check_event_options, event_transform
 from .events import EVENT_DTYPE
 from .frames import events_to_frames, to_hw
+from .spec import BuildOptions, DatasetInfo, DatasetSpec, register_dataset
 from .splits import split_indices
 
-__all__ = ["DIGITS_DVS_VERSION", "HOLD_OUT_EVERY", "SENSOR_HW", "DigitsDVS",
-           "simulate_saccade_events"]
+__all__ = ["DIGITS_DVS_VERSION", "HOLD_OUT_EVERY", "SENSOR_HW", "DigitsDVS", "build_digits_dvs",
+           "simulate_saccade_events", "verify_digits_dvs"]
 
 DIGITS_DVS_VERSION = 1  # bump when the simulation below changes: it is part of the cache key
 SENSOR_HW = (32, 32)
@@ -207,3 +209,30 @@ class DigitsDVS(Dataset):
         if self.transform is not None:
             x = self.transform(x)
         return x, int(self.labels[i])
+
+
+def build_digits_dvs(spec: DatasetSpec, split: str, options: BuildOptions) -> DigitsDVS:
+    """The ``split`` of digits-dvs for ``create_dataset`` (``root``, ``download`` unused)."""
+    check_event_options(spec, options)
+    return DigitsDVS(split, T=options.T, integration=options.integration, size=options.size,
+                     seed=options.seed, cache_dir=options.cache_dir,
+                     transform=event_transform(spec, split, options))
+
+
+def verify_digits_dvs(spec: DatasetSpec, root, deep: bool) -> tuple[list[str], list[str]]:
+    """scikit-learn's ``load_digits`` holds its 1,797 digits (``root`` and ``deep`` unused)."""
+    from sklearn.datasets import load_digits
+
+    n = len(load_digits().target)
+    problems = [] if n == 1797 else [f"load_digits() returned {n} digits, expected 1797"]
+    return problems, [f"embedded: {n} digits from scikit-learn, no files needed"]
+
+
+@register_dataset
+def digits_dvs() -> DatasetSpec:
+    """digits-dvs (module docstring): the embedded default, no recipe augmentation."""
+    return DatasetSpec(
+        info=DatasetInfo("digits-dvs", "events", 10, 2, SENSOR_HW,
+                         "none (a flipped digit is another shape; the demo trains for minutes)",
+                         "datasets/digits-dvs.md", needs_root=False),
+        build=build_digits_dvs, verify=verify_digits_dvs)

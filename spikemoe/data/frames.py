@@ -29,7 +29,9 @@ frames at once (``benchmarks/bench_data.py`` measures the gap).
 Spatial resize happens on events, before counting: ``x' = floor(x w / W)``, ``y' = floor(y h /
 H)``. For an integer factor this equals sum-pooling the full-size frames (tested), keeps every
 event, and costs nothing; it is ``tonic.transforms.Downsample(sensor_size, target_size)`` in
-integer arithmetic (tonic multiplies by a float factor, which can round 17 * 32/34 down to 15).
+integer arithmetic. tonic multiplies by the float factor ``w / W`` and truncates, which can land
+one pixel low: 320 -> 224 at x = 90 gives 90 * 0.7 = 62.99999999999999 -> 62 in float64 (tonic
+1.7), where the exact 90 * 224 / 320 is 63.
 """
 from __future__ import annotations
 

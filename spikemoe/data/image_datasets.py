@@ -1,96 +1,119 @@
-"""Static image datasets through torchvision: ImageNet (ImageFolder) and CIFAR10/100.
+"""Static image datasets through torchvision: ImageNet (ImageFolder) and CIFAR10/100, one spec each.
 
 Items are ``(x [3, H, W] float32, normalised, y int)``; the model repeats a static image over
-its T time steps, so T and integration do not apply here.
-
-Recipes (``papers.md`` 2.3), in torchvision transforms v2:
-    ImageNet train  RandomResizedCrop(size, bicubic) -> RandomHorizontalFlip -> RandAugment(2 ops,
-                    magnitude 9) -> float -> Normalize(ImageNet mean/std) -> RandomErasing(0.25,
-                    per-pixel random values: timm's ``reprob 0.25, remode pixel``). Mixup 0.8 /
-                    cutmix 1.0 act on batches and belong to the trainer.
-    ImageNet eval   Resize(size / 0.875, bicubic) -> CenterCrop(size) -> float -> Normalize.
-    CIFAR train     RandomCrop(size, padding 4) -> RandomHorizontalFlip -> RandAugment(1 op,
-                    magnitude 9) -> float -> Normalize(CIFAR mean/std) -> RandomErasing(0.25).
-                    (Spikformer's CIFAR config: timm ``rand-m9-n1-mstd0.4-inc1``, reprob 0.25;
-                    torchvision's RandAugment has no magnitude noise, the one difference.)
-    CIFAR eval      Resize(size) when size != 32 -> float -> Normalize.
+its T time steps, so T and integration do not apply here. The recipes' transforms are in
+``image_torchvision`` (imported, with torchvision, only when a split is built).
 
 On-disk layouts: ImageNet ``ROOT/train/<wnid>/*.JPEG`` and ``ROOT/val/<wnid>/*.JPEG`` (the
 validation images sorted into class folders, e.g. by the usual ``valprep.sh``; 1000 folders
 named by WordNet ID, n01440764 ...). CIFAR: torchvision's ``ROOT/cifar-10-batches-py/`` or
 ``ROOT/cifar-100-python/``; downloaded only when ``download=True``.
+
+Verify: CIFAR's files against torchvision's MD5s; ImageNet's class folders and image counts
+against the ILSVRC-2012 release (1,281,167 train / 50,000 val).
 """
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from torchvision import datasets as tvd
-from torchvision.transforms import v2
+from torch.utils.data import Dataset
 
-__all__ = ["IMAGE_STATS", "cifar_transform", "create_image_dataset", "imagenet_transform"]
+from .frames import to_hw
+from .spec import BuildOptions, DatasetInfo, DatasetSpec, register_dataset
 
-IMAGE_STATS = {
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-}
+__all__ = ["ImageSpec", "imagenet_classes"]
+
+IMAGENET_COUNTS = {"train": 1_281_167, "val": 50_000}
 _WNID = re.compile(r"^n\d{8}$")
-_BICUBIC = v2.InterpolationMode.BICUBIC
 
 
-def _to_float(name: str) -> list:
-    mean, std = IMAGE_STATS[name]
-    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+@dataclass(frozen=True, kw_only=True)
+class ImageSpec(DatasetSpec):
+    """A torchvision image dataset: a ``DatasetSpec`` plus its normalisation and eval transform.
+
+    Attributes:
+        mean, std: per-channel normalisation (RGB, of pixel values scaled to [0, 1]).
+        eval_transform: ``(out_hw) -> transform`` of the test split (``recipe_augment`` is the
+            train split's).
+        source: the ``torchvision.datasets`` class that reads it ('' for ImageNet's folders).
+        contents: the files of its torchvision folder, in words, for messages.
+    """
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    eval_transform: Callable[[tuple[int, int]], Callable]
+    source: str = ""
+    contents: str = ""
 
 
-def imagenet_transform(train: bool, size: int = 224) -> v2.Compose:
-    """The ImageNet recipe's train or eval transform (module docstring): ``[3, size, size]``."""
-    if train:
-        return v2.Compose([v2.RandomResizedCrop(size, interpolation=_BICUBIC, antialias=True),
-                           v2.RandomHorizontalFlip(), v2.RandAugment(num_ops=2, magnitude=9),
-                           *_to_float("imagenet"), v2.RandomErasing(p=0.25, value="random")])
-    return v2.Compose([v2.Resize(round(size / 0.875), interpolation=_BICUBIC, antialias=True),
-                       v2.CenterCrop(size), *_to_float("imagenet")])
+def _options(spec: ImageSpec, split: str, options: BuildOptions):
+    """``(transform, root)`` of ``split``: the recipe's train or eval transform, then ``extra``."""
+    augment = options.augment
+    if not (isinstance(augment, bool) or augment is None or callable(augment)):
+        raise ValueError(f"augment must be None, True, False or a callable, got {augment!r}")
+    out = to_hw(options.size, spec.info.native_size)
+    if out[0] != out[1]:
+        raise ValueError(f"{spec.name}: size must be square for image datasets, got "
+                         f"{options.size!r}")
+    if options.root is None:
+        raise ValueError(f"{spec.name} needs root=DIR. See {spec.info.card} for the layout; "
+                         f"`spikemoe data verify {spec.name} --root DIR` checks a copy.")
+    train_aug = (split == "train") if augment is None else augment is True
+    transform = (spec.recipe_augment if train_aug else spec.eval_transform)(out)
+    if callable(augment) and not isinstance(augment, bool):
+        from .image_torchvision import then
+
+        transform = then(transform, augment)
+    return transform, Path(options.root).expanduser()
 
 
-def cifar_transform(name: str, train: bool, size: int = 32) -> v2.Compose:
-    """The CIFAR recipe's train or eval transform ('cifar10' / 'cifar100'): ``[3, size, size]``."""
-    resize = [v2.Resize(size, antialias=True)] if size != 32 else []
-    if train:
-        return v2.Compose([*resize, v2.RandomCrop(size, padding=4), v2.RandomHorizontalFlip(),
-                           v2.RandAugment(num_ops=1, magnitude=9), *_to_float(name),
-                           v2.RandomErasing(p=0.25, value="random")])
-    return v2.Compose([*resize, *_to_float(name)])
+def build_cifar(spec: ImageSpec, split: str, options: BuildOptions) -> Dataset:
+    """CIFAR10 / CIFAR100 ``split`` through torchvision (downloaded only if asked)."""
+    from torchvision import datasets as tvd
 
-
-def _cifar(name: str, split: str, root: Path, transform, download: bool):
-    cls, folder = ((tvd.CIFAR10, "cifar-10-batches-py") if name == "cifar10"
-                   else (tvd.CIFAR100, "cifar-100-python"))
+    transform, root = _options(spec, split, options)
+    cls = getattr(tvd, spec.source)
     try:
-        return cls(str(root), train=split == "train", transform=transform, download=download)
+        return cls(str(root), train=split == "train", transform=transform,
+                   download=options.download)
     except RuntimeError as e:  # torchvision: "Dataset not found or corrupted ..."
-        files = ("data_batch_1..5, test_batch, batches.meta" if name == "cifar10"
-                 else "train, test, meta")
         raise FileNotFoundError(
-            f"{name}: no intact copy under {root} (torchvision says: {e}). Expected layout: "
-            f"ROOT/{folder}/ with {files} (the python version of the archive). Download it with "
-            f"`python datasets/prepare_cifar.py --name {name} --root {root} --download` or "
-            f"create_dataset(..., download=True); check it with "
-            f"`spikemoe data verify {name} --root {root}`."
+            f"{spec.name}: no intact copy under {root} (torchvision says: {e}). Expected layout: "
+            f"ROOT/{cls.base_folder}/ with {spec.contents} (the python version of the archive). "
+            f"Download it with `python datasets/prepare_cifar.py --name {spec.name} --root "
+            f"{root} --download` or create_dataset(..., download=True); check it with "
+            f"`spikemoe data verify {spec.name} --root {root}`."
         ) from e
 
 
-class _ImageNetFolder(tvd.ImageFolder):
-    """ImageFolder whose classes come from ``train/`` for both splits (val must not renumber)."""
+def download_cifar(spec: ImageSpec, root: str | Path | None) -> None:
+    """Let torchvision download both splits into ``root`` (it skips an intact copy)."""
+    for split in ("train", "test"):
+        build_cifar(spec, split, BuildOptions(root=root, download=True))
 
-    def __init__(self, root: str, classes: list[str], **kwargs) -> None:
-        self._classes = classes
-        super().__init__(root, **kwargs)
 
-    def find_classes(self, directory):
-        return self._classes, {c: i for i, c in enumerate(self._classes)}
+def verify_cifar(spec: ImageSpec, root: Path, deep: bool) -> tuple[list[str], list[str]]:
+    """Every file of the copy against torchvision's MD5s (``deep`` adds nothing)."""
+    from torchvision import datasets as tvd
+    from torchvision.datasets.utils import check_integrity
+
+    cls = getattr(tvd, spec.source)
+    folder = root / cls.base_folder
+    if not folder.is_dir():
+        return [f"missing folder {folder} (download with `python datasets/prepare_cifar.py "
+                f"--name {spec.name} --root {root} --download`)"], []
+    problems = []
+    for fname, md5 in [*cls.train_list, *cls.test_list, (cls.meta["filename"], cls.meta["md5"])]:
+        path = folder / fname
+        if not path.is_file():
+            problems.append(f"missing file {path}")
+        elif not check_integrity(str(path), md5):
+            problems.append(f"checksum mismatch: {path} (md5 should be {md5}); re-download it")
+    n_files = len(cls.train_list) + len(cls.test_list) + 1
+    return problems, [f"checked {n_files} files against torchvision's MD5s"]
 
 
 def imagenet_classes(root: Path) -> list[str]:
@@ -111,38 +134,101 @@ def imagenet_classes(root: Path) -> list[str]:
     return classes
 
 
-def create_image_dataset(name: str, split: str, root: str | Path | None, *, size: int | None,
-                         train_aug: bool, extra=None, download: bool = False):
-    """ImageNet / CIFAR10 / CIFAR100 ``split`` with the recipe's train (``train_aug``) or eval
-    transform, followed by ``extra`` (a callable on the tensor) when given."""
-    if root is None:
-        card = "imagenet" if name == "imagenet" else "cifar"
-        raise ValueError(f"{name} needs root=DIR. See datasets/{card}.md for the layout; "
-                         f"`spikemoe data verify {name} --root DIR` checks a copy.")
-    root = Path(root).expanduser()
-    if name == "imagenet":
-        size = size or 224
-        if download:
-            raise ValueError("imagenet cannot be downloaded automatically (it needs a login at "
-                             "image-net.org); see datasets/imagenet.md")
+def build_imagenet(spec: ImageSpec, split: str, options: BuildOptions) -> Dataset:
+    """ImageNet ``split`` ('test' reads ``val/``) with the class numbering of ``train/``."""
+    transform, root = _options(spec, split, options)
+    if options.download:
+        raise ValueError("imagenet cannot be downloaded automatically (it needs a login at "
+                         "image-net.org); see datasets/imagenet.md")
+    classes = imagenet_classes(root)
+    folder = root / ("train" if split == "train" else "val")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"imagenet: no folder {folder}; expected ROOT/val/<wnid>/"
+                                "*.JPEG with the class folders of ROOT/train. See "
+                                "datasets/imagenet.md.")
+    unknown = sorted({p.name for p in folder.iterdir() if p.is_dir()} - set(classes))
+    if unknown:
+        more = ", ..." if len(classes) > 5 else ""
+        raise ValueError(f"imagenet: {folder} has class folder(s) {unknown[:5]} that train/ "
+                         f"lacks; expected only the {len(classes)} classes of train/ "
+                         f"({', '.join(classes[:5])}{more}).")
+    from .image_torchvision import ImageNetFolder
+
+    # allow_empty: a class with no images here (a partial val/) keeps its number, not an error
+    return ImageNetFolder(str(folder), classes, transform=transform, allow_empty=True)
+
+
+def verify_imagenet(spec: ImageSpec, root: Path, deep: bool) -> tuple[list[str], list[str]]:
+    """Class folders of train/ and val/ and their image counts (``deep`` adds nothing)."""
+    try:
         classes = imagenet_classes(root)
-        folder = root / ("train" if split == "train" else "val")
+    except (FileNotFoundError, ValueError) as e:
+        return [str(e)], []
+    problems, notes = [], []
+    if len(classes) != 1000:
+        problems.append(f"train/ has {len(classes)} class folders, expected 1000")
+    for split in ("train", "val"):
+        folder = root / split
         if not folder.is_dir():
-            raise FileNotFoundError(f"imagenet: no folder {folder}; expected ROOT/val/<wnid>/"
-                                    "*.JPEG with the class folders of ROOT/train. See "
-                                    "datasets/imagenet.md.")
-        unknown = sorted({p.name for p in folder.iterdir() if p.is_dir()} - set(classes))
-        if unknown:
-            more = ", ..." if len(classes) > 5 else ""
-            raise ValueError(f"imagenet: {folder} has class folder(s) {unknown[:5]} that train/ "
-                             f"lacks; expected only the {len(classes)} classes of train/ "
-                             f"({', '.join(classes[:5])}{more}).")
-        # allow_empty: a class with no images here (a partial val/) keeps its number, not an error
-        ds = _ImageNetFolder(str(folder), classes, transform=imagenet_transform(train_aug, size),
-                             allow_empty=True)
-    else:
-        size = size or 32
-        ds = _cifar(name, split, root, cifar_transform(name, train_aug, size), download)
-    if extra is not None:
-        ds.transform = v2.Compose([ds.transform, extra])
-    return ds
+            problems.append(f"missing folder {folder}")
+            continue
+        have = {p.name for p in folder.iterdir() if p.is_dir()}
+        if split == "val" and have != set(classes):
+            extra, missing = sorted(have - set(classes)), sorted(set(classes) - have)
+            problems.append(f"val/ class folders differ from train/: {len(missing)} missing "
+                            f"{missing[:3]}, {len(extra)} unknown {extra[:3]}")
+        n = sum(1 for c in have for f in (folder / c).iterdir() if f.is_file())
+        notes.append(f"{split}: {len(have)} classes, {n} images")
+        if n != IMAGENET_COUNTS[split]:
+            problems.append(f"{split}: {n} images, the ILSVRC-2012 release has "
+                            f"{IMAGENET_COUNTS[split]}")
+    return problems, notes
+
+
+def _transform(recipe: str, stats, train: bool) -> Callable[[tuple[int, int]], Callable]:
+    """A builder ``(out_hw) -> transform`` of ``image_torchvision.<recipe>_transform``."""
+    def build(out_hw: tuple[int, int]):
+        from . import image_torchvision
+
+        return getattr(image_torchvision, f"{recipe}_transform")(stats, train, out_hw[0])
+    return build
+
+
+def _cifar_spec(name: str, num_classes: int, source: str, contents: str, mean, std) -> ImageSpec:
+    stats = (mean, std)
+    return ImageSpec(
+        info=DatasetInfo(name, "images", num_classes, 3, (32, 32),
+                         "RandomCrop(pad 4), flip, RandAugment(1, m9), random erasing 0.25",
+                         "datasets/cifar.md"),
+        build=build_cifar, verify=verify_cifar, download=download_cifar,
+        recipe_augment=_transform("cifar", stats, True),
+        eval_transform=_transform("cifar", stats, False),
+        mean=mean, std=std, source=source, contents=contents)
+
+
+@register_dataset
+def cifar10() -> ImageSpec:
+    """CIFAR-10 (Krizhevsky 2009): 50,000 / 10,000 32 x 32 images, 10 classes."""
+    return _cifar_spec("cifar10", 10, "CIFAR10", "data_batch_1..5, test_batch, batches.meta",
+                       (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+
+
+@register_dataset
+def cifar100() -> ImageSpec:
+    """CIFAR-100 (Krizhevsky 2009): 50,000 / 10,000 32 x 32 images, 100 classes."""
+    return _cifar_spec("cifar100", 100, "CIFAR100", "train, test, meta",
+                       (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+
+
+@register_dataset
+def imagenet() -> ImageSpec:
+    """ImageNet ILSVRC-2012 (Russakovsky et al. 2015): 1000 classes, by hand (no download)."""
+    stats = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    return ImageSpec(
+        info=DatasetInfo("imagenet", "images", 1000, 3, (224, 224),
+                         "RandomResizedCrop, flip, RandAugment(2, m9), random erasing 0.25",
+                         "datasets/imagenet.md"),
+        build=build_imagenet, verify=verify_imagenet,
+        recipe_augment=_transform("imagenet", stats, True),
+        eval_transform=_transform("imagenet", stats, False),
+        mean=stats[0], std=stats[1])

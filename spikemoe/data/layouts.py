@@ -1,75 +1,72 @@
-"""Where each event dataset's files live on disk, which class each file is, and what is wrong.
+"""Event datasets on disk: where the files are, which class each file is, and what is wrong.
 
-The layouts are tonic 1.7's (the folder ``tonic.datasets.X(save_to=ROOT)`` creates), so a copy
-tonic downloaded works as is. ``ROOT`` may also point at the dataset folder itself.
-
-    cifar10-dvs     ROOT/CIFAR10DVS/<class>/*.aedat4        10 classes x 1000 recordings, 128 x 128
-    n-mnist         ROOT/NMNIST/{Train,Test}/<digit>/*.bin   60000 / 10000 samples, 34 x 34
-    dvs128-gesture  ROOT/DVSGesture/{ibmGestureTrain,ibmGestureTest}/user<NN>_<lighting>/<label>.npy
-                                                    11 classes, users 1-23 train / 24-29 test
+An ``EventLayout`` describes one tonic 1.7 layout (the folder ``tonic.datasets.X(save_to=ROOT)``
+creates), so a copy tonic downloaded works as is; ``ROOT`` may also point at the dataset
+folder itself. Each event dataset's layout is part of its spec (``event_specs.py``).
 
 Files are listed sorted by (class, file name) as plain strings: the order the CIFAR10-DVS
 split is defined in (``splits.py``). ``index_files`` raises on anything it cannot place: a
-missing root, no files where the layout says, a class folder (or gesture file) with an unknown
-name, or a folder under it that this process may not list (``Path.rglob`` would skip it
-silently, and a run would train on fewer files). ``layout_problems`` returns every problem
-instead of raising, for ``spikemoe data verify``.
+missing root, no files where the layout says, a class folder (or labelled file) with an unknown
+name, a file outside a session folder where the layout has them, or a folder under it that this
+process may not list (``Path.rglob`` would skip it silently, and a run would train on fewer
+files). ``layout_problems`` returns every problem instead of raising, for ``spikemoe data
+verify``.
 """
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .events import UnreadableEventFileError
 
-__all__ = ["EVENT_LAYOUTS", "EventLayout", "download_event_dataset", "index_files",
-           "layout_problems", "resolve_base"]
+__all__ = ["EventLayout", "download_event_dataset", "index_files", "layout_problems",
+           "resolve_base"]
 
 
 @dataclass(frozen=True)
 class EventLayout:
-    """How one tonic event dataset is laid out on disk."""
+    """How one tonic event dataset is laid out on disk.
+
+    Attributes:
+        name: the dataset's registry name (for messages).
+        folder: tonic's folder under ``save_to``, which is also its ``tonic.datasets`` class.
+        classes: class names, in label order: folder names, or file stems if
+            ``label_from_stem``.
+        sensor_hw: ``(H, W)`` of the sensor. extension: the event files' suffix.
+        split_folders: split -> subfolder; None where the release has no split (CIFAR10-DVS).
+        expected_per_class: split ('all' if no split) -> files per class in the release.
+        layout: the layout in one line, for messages. prepare: its ``datasets/`` script.
+        label_from_stem: the class is the file's stem (DVS Gesture: ``<label>.npy``).
+        session_pattern: a regex every file's folder must match, its group 1 the subject
+            number (DVS Gesture: ``user<NN>_<lighting>``); None: no session folders.
+        session_example: the session folder name in words, for messages.
+        subjects: split -> the subject numbers that belong to it (with ``session_pattern``).
+    """
 
     name: str
-    folder: str  # tonic's folder under save_to (its class name)
+    folder: str
     classes: tuple[str, ...]
     sensor_hw: tuple[int, int]
     extension: str
-    split_folders: dict[str, str] | None  # None: no official split (CIFAR10-DVS)
-    expected_per_class: dict[str, tuple[int, ...]]  # split ('all' if no split) -> files per class
-    layout: str  # one line for error messages
-    prepare: str  # the script that verifies and pre-builds it
+    split_folders: dict[str, str] | None
+    expected_per_class: dict[str, tuple[int, ...]]
+    layout: str
+    prepare: str
+    label_from_stem: bool = False
+    session_pattern: str | None = None
+    session_example: str = ""
+    subjects: dict[str, range] = field(default_factory=dict)
 
     def help(self, root: Path | str) -> str:
         return (f"Expected layout: {self.layout}. Check a copy with `spikemoe data verify "
                 f"{self.name} --root {root}`; fetch and pre-build it with `python "
                 f"datasets/{self.prepare} --root {root} --download` (see datasets/{self.name}.md).")
 
-
-_MNIST_TRAIN = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
-_MNIST_TEST = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
-
-EVENT_LAYOUTS = {
-    "cifar10-dvs": EventLayout(
-        "cifar10-dvs", "CIFAR10DVS",
-        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-        (128, 128), ".aedat4", None, {"all": (1000,) * 10},
-        "ROOT/CIFAR10DVS/<class>/*.aedat4 with <class> in airplane, automobile, ..., truck",
-        "prepare_cifar10dvs.py"),
-    "n-mnist": EventLayout(
-        "n-mnist", "NMNIST", tuple(str(d) for d in range(10)), (34, 34), ".bin",
-        {"train": "Train", "test": "Test"}, {"train": _MNIST_TRAIN, "test": _MNIST_TEST},
-        "ROOT/NMNIST/{Train,Test}/<digit 0-9>/*.bin", "prepare_nmnist.py"),
-    "dvs128-gesture": EventLayout(
-        "dvs128-gesture", "DVSGesture", tuple(str(c) for c in range(11)), (128, 128), ".npy",
-        {"train": "ibmGestureTrain", "test": "ibmGestureTest"}, {},
-        "ROOT/DVSGesture/{ibmGestureTrain,ibmGestureTest}/user<NN>_<lighting>/<label 0-10>.npy "
-        "(tonic's release)", "prepare_dvs128_gesture.py"),
-}
-GESTURE_USERS = {"train": range(1, 24), "test": range(24, 30)}
-_USER_DIR = re.compile(r"^user(\d+)_\w+$")
+    def session_of(self, path: Path) -> re.Match | None:
+        """The match of ``session_pattern`` on the folder holding ``path`` (None: no match)."""
+        return re.match(self.session_pattern, path.parent.name) if self.session_pattern else None
 
 
 def resolve_base(layout: EventLayout, root: str | Path | None) -> Path:
@@ -107,8 +104,8 @@ def _resolve_base(layout: EventLayout, root: str | Path | None) -> Path:
 
 
 def _class_of(layout: EventLayout, path: Path) -> str:
-    """The class name of one file: its folder, or for DVS Gesture its file stem."""
-    return path.stem if layout.name == "dvs128-gesture" else path.parent.name
+    """The class name of one file: its folder, or its file stem (``label_from_stem``)."""
+    return path.stem if layout.label_from_stem else path.parent.name
 
 
 def _files_under(folder: Path, extension: str) -> tuple[list[Path], list[Path]]:
@@ -144,13 +141,13 @@ def _scan(layout: EventLayout, folder: Path
             items.append((path, layout.classes.index(cls)))
         else:
             bad_names.setdefault(cls, path)
-        if layout.name == "dvs128-gesture" and not _USER_DIR.match(path.parent.name):
+        if layout.session_pattern and not layout.session_of(path):
             bad_names.setdefault(f"folder {path.parent.name}", path)
     for key, path in sorted(bad_names.items()):
-        if key.startswith("folder "):  # DVS Gesture: not a user<NN>_<lighting> folder
+        if key.startswith("folder "):  # not a session folder
             what, name = "folder name", key.removeprefix("folder ")
-            expected = "user<NN>_<lighting>, e.g. user01_fluorescent"
-        elif layout.name == "dvs128-gesture":  # DVS Gesture: the file name is the label
+            expected = layout.session_example
+        elif layout.label_from_stem:  # the file name is the label
             what, name = "file name", key
             expected = ", ".join(f"{c}{layout.extension}" for c in layout.classes)
         else:
@@ -179,7 +176,8 @@ def _split_folder(layout: EventLayout, base: Path, split: str) -> Path:
     return folder
 
 
-def index_files(name: str, root: str | Path | None, split: str) -> tuple[list[Path], list[int]]:
+def index_files(layout: EventLayout, root: str | Path | None, split: str
+                ) -> tuple[list[Path], list[int]]:
     """Sorted files and labels of one split (for CIFAR10-DVS: all files; ``splits.py`` splits).
 
     Raises:
@@ -187,7 +185,7 @@ def index_files(name: str, root: str | Path | None, split: str) -> tuple[list[Pa
         UnreadableEventFileError: a folder under it that this process may not list.
         ValueError: a class folder or file with an unknown name (the message lists the classes).
     """
-    layout = EVENT_LAYOUTS[name]
+    name = layout.name
     base = resolve_base(layout, root)
     folder = _split_folder(layout, base, split)
     items, problems, denied = _scan(layout, folder)
@@ -202,7 +200,8 @@ def index_files(name: str, root: str | Path | None, split: str) -> tuple[list[Pa
     return [p for p, _ in items], [c for _, c in items]
 
 
-def layout_problems(name: str, root: str | Path) -> tuple[list[str], dict[str, list[Path]]]:
+def layout_problems(layout: EventLayout, root: str | Path
+                    ) -> tuple[list[str], dict[str, list[Path]]]:
     """Every structural problem of a copy, and its files per split, without raising.
 
     Returns:
@@ -210,7 +209,6 @@ def layout_problems(name: str, root: str | Path) -> tuple[list[str], dict[str, l
         missing files per class, gesture users in the wrong split); ``files[split]`` lists the
         placeable files ('all' for CIFAR10-DVS).
     """
-    layout = EVENT_LAYOUTS[name]
     try:
         base = resolve_base(layout, root)
     except (FileNotFoundError, ValueError) as e:
@@ -238,11 +236,11 @@ def layout_problems(name: str, root: str | Path) -> tuple[list[str], dict[str, l
             if have < want:
                 problems.append(f"{split}: class {cls} has {have} {layout.extension} files, "
                                 f"expected {want} ({want - have} missing)")
-        if name == "dvs128-gesture":
+        if split in layout.subjects:
+            users = layout.subjects[split]
             for p, _ in items:
-                m = _USER_DIR.match(p.parent.name)
-                if m and int(m.group(1)) not in GESTURE_USERS[split]:
-                    users = GESTURE_USERS[split]
+                m = layout.session_of(p)
+                if m and int(m.group(1)) not in users:
                     problems.append(f"{split}: {p.parent.name} belongs to the other split "
                                     f"(users {users.start}-{users.stop - 1} here)")
                     break
@@ -251,19 +249,19 @@ def layout_problems(name: str, root: str | Path) -> tuple[list[str], dict[str, l
     return problems, files
 
 
-def download_event_dataset(name: str, root: str | Path) -> None:
-    """Let tonic download and extract ``name`` into ``root`` (it skips what it finds present)."""
+def download_event_dataset(layout: EventLayout, root: str | Path) -> None:
+    """Let tonic download and extract the dataset into ``root`` (it skips what it finds present).
+
+    The tonic class is ``tonic.datasets.<layout.folder>``; a release with a split is fetched
+    with ``train=True`` and ``train=False``.
+    """
     import tonic.datasets as td
 
     root = str(Path(root).expanduser())
     Path(root).mkdir(parents=True, exist_ok=True)
-    if name == "cifar10-dvs":
-        td.CIFAR10DVS(save_to=root)
-    elif name == "n-mnist":
-        td.NMNIST(save_to=root, train=True)
-        td.NMNIST(save_to=root, train=False)
-    elif name == "dvs128-gesture":
-        td.DVSGesture(save_to=root, train=True)
-        td.DVSGesture(save_to=root, train=False)
+    cls = getattr(td, layout.folder)
+    if layout.split_folders is None:
+        cls(save_to=root)
     else:
-        raise ValueError(f"no tonic download for {name!r}")
+        cls(save_to=root, train=True)
+        cls(save_to=root, train=False)

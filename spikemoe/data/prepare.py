@@ -3,10 +3,11 @@ and of ``spikemoe data prepare``.
 
     python datasets/prepare_cifar10dvs.py --root DIR --T 16 [--size 64] [--integration time]
 
-Steps: (1) download with tonic / torchvision if ``--download``; (2) verify the copy and stop,
-listing every problem, unless ``--allow-incomplete``; (3) for event datasets, build the frames
-of both splits into the cache with a tqdm bar (resumable: a rerun builds only what is
-missing), then print the cache folder, its size on disk and how long it took.
+Steps: (1) with ``--download``, fetch a missing copy with the spec's ``download`` (tonic /
+torchvision; nothing for embedded datasets and ImageNet); (2) verify the copy and stop, listing
+every problem, unless ``--allow-incomplete``; (3) for event datasets, build the frames of both
+splits into the cache with a tqdm bar (resumable: a rerun builds only what is missing), then
+print the cache folder, its size on disk and how long it took.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 from .registry import create_dataset, dataset_info, list_datasets
+from .spec import dataset_spec
 from .verify import verify_dataset
 
 __all__ = ["add_prepare_arguments", "main", "prepare_dataset"]
@@ -43,14 +45,10 @@ def add_prepare_arguments(p: argparse.ArgumentParser, name: str | None = None) -
 
 def prepare_dataset(name: str, args: argparse.Namespace) -> int:
     """Run the three steps of the module docstring; returns an exit code."""
-    info = dataset_info(name)
-    if args.download and info.kind == "events" and name != "digits-dvs":
-        from .layouts import download_event_dataset
-
-        download_event_dataset(name, args.root)
-    elif args.download and name in ("cifar10", "cifar100"):
-        create_dataset(name, "train", root=args.root, download=True)
-        create_dataset(name, "test", root=args.root, download=True)
+    spec = dataset_spec(name)
+    info = spec.info
+    if args.download and spec.download is not None:
+        spec.download(spec, args.root)
     report = verify_dataset(name, args.root, deep=args.deep)
     print(report.text())
     if not report.ok and not args.allow_incomplete:

@@ -31,7 +31,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["StdlibBytes", "stdlib_files", "split_of"]
+from .spec import BuildOptions, DatasetInfo, DatasetSpec, register_dataset
+
+__all__ = ["StdlibBytes", "build_stdlib_bytes", "split_of", "stdlib_files", "verify_stdlib_bytes"]
 
 _EXCLUDED = ("site-packages", "dist-packages", "__pycache__")
 
@@ -120,3 +122,30 @@ class StdlibBytes(Dataset):
             out.update(unigram_test_xent_nats=xent, unigram_test_perplexity=math.exp(xent),
                        test_bytes=int(tc.sum()))
         return out
+
+
+def build_stdlib_bytes(spec: DatasetSpec, split: str, options: BuildOptions) -> StdlibBytes:
+    """The ``split`` of stdlib-bytes for ``create_dataset``: windows of ``options.T`` bytes."""
+    if options.augment not in (None, False):
+        raise ValueError(f"{spec.name} has no augmentation; set data.augment=null, got "
+                         f"{options.augment!r}")
+    return StdlibBytes(split, seq_len=options.T, root=options.root)
+
+
+def verify_stdlib_bytes(spec: DatasetSpec, root, deep: bool) -> tuple[list[str], list[str]]:
+    """The ``.py`` files under ``root`` (None: this Python's standard library) and the split."""
+    try:
+        base, files = stdlib_files(root)
+    except FileNotFoundError as e:
+        return [str(e)], []
+    held = sum(split_of(p.relative_to(base).as_posix()) == "test" for p in files)
+    return [], [f"{base}: {len(files)} .py files, {held} held out for test"]
+
+
+@register_dataset
+def stdlib_bytes() -> DatasetSpec:
+    """stdlib-bytes (module docstring): kind 'text', 256 byte values, nothing to fetch."""
+    return DatasetSpec(
+        info=DatasetInfo("stdlib-bytes", "text", 256, 1, (1, 1), "none (fixed windows)",
+                         "datasets/stdlib-bytes.md", needs_root=False),
+        build=build_stdlib_bytes, verify=verify_stdlib_bytes)

@@ -6,8 +6,8 @@ reader (tested), given coordinates inside the sensor and, for AEDAT, events in t
 
     write_aedat4        AEDAT 4.0: magic line, IOHeader flatbuffer (an XML description with
                         the event stream's sizeX / sizeY), uncompressed EVTS packets of 16-byte
-                        events (t i64, x i16, y i16, on u8, 3 pad); ``shared/reference/
-                        ecosystem.md``'s recipe. One event stream, id 0.
+                        events (t i64, x i16, y i16, on u8, 3 pad), as iniVation's AEDAT
+                        4.0 format documentation lays them out. One event stream, id 0.
     write_nmnist_bin    ATIS 40-bit records: x, y, p << 7 | t[22:16], t[15:8], t[7:0] (t < 2^23 us).
     write_gesture_npy   tonic's DVS128 Gesture sample: float64 ``[N, 4]`` of x, y, p, t in ms.
 """

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from spikemoe.contract import ModelOutput, SpikeMoEModel
 
+from ..data import DatasetInfo, DatasetSpec
 from .loaders import DataBundle
 
 __all__ = ["SyntheticFrames", "TinyANN", "synthetic_bundle"]
@@ -51,6 +52,18 @@ class SyntheticFrames(Dataset):
         y = (self.offset + i) % self.num_classes
         x = torch.poisson(self.templates[y], generator=g)  # [T, 2, H, W]
         return x, y
+
+
+def synthetic_spec(name: str, n_train: int = 64, n_test: int = 32, **kwargs) -> DatasetSpec:
+    """``synthetic_bundle``'s splits as a dataset spec (kind 'events'), to register with
+    ``spikemoe.data.temporary_dataset`` so that the commands find it by ``name``."""
+    data = synthetic_bundle(n_train, n_test, **kwargs)
+    size = data.test.templates.shape[-1]
+    return DatasetSpec(
+        info=DatasetInfo(name, "events", data.num_classes, 2, (size, size), "none",
+                         "spikemoe/engine/synthetic.py", needs_root=False),
+        build=lambda spec, split, options: data.train if split == "train" else data.test,
+        verify=lambda spec, root, deep: ([], ["synthetic, in memory"]))
 
 
 def synthetic_bundle(n_train: int = 64, n_test: int = 32, **kwargs) -> DataBundle:
