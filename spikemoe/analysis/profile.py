@@ -120,7 +120,7 @@ class _Tally:
 
 def _measure(model: nn.Module, samples: Iterable, monitor: FiringRateMonitor, tally: _Tally, *,
              batch_size: int, spread_samples: int, spread_per_batch: bool,
-             max_samples: int | None, progress) -> None:
+             max_samples: int | None, progress, score=top1_counts) -> None:
     """Run the samples through ``model`` in batches of ``batch_size`` under counters and the
     monitor; the first ``spread_samples`` also alone (outside the monitor's and the totals'
     sums), or each batch is a spread point (``spread_per_batch``)."""
@@ -135,7 +135,7 @@ def _measure(model: nn.Module, samples: Iterable, monitor: FiringRateMonitor, ta
         if spread_per_batch:
             tally.add_spread(records, tally.steps, len(pending))
         logits = out.logits if hasattr(out, "logits") else out
-        correct, labelled = top1_counts(logits, [y for _, y in pending])
+        correct, labelled = score(logits, [y for _, y in pending])
         tally.correct += correct
         tally.labelled += labelled
         if progress is not None:
@@ -183,7 +183,7 @@ def _convention_energy(tally: _Tally, records: list[OpRecord], convention: str) 
 def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp32",
                   first_layer_once: bool = False, max_samples: int | None = None,
                   batch_size: int = 32, spread_samples: int = 16,
-                  progress=None) -> ProfileResult:
+                  progress=None, score=top1_counts) -> ProfileResult:
     """Run ``model`` on the samples and measure it.
 
     Two passes. (1) The first ``spread_samples`` samples run alone (batch 1), each under its
@@ -211,6 +211,9 @@ def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp3
         batch_size: samples per forward of the main pass.
         spread_samples: samples run alone for the spread.
         progress: anything with ``update(n)`` (a tqdm bar), told of every batch.
+        score: ``(logits, targets) -> (correct, labelled)`` of a batch, the accuracy the
+            result reports (the engine passes its task's ``profile_score``; default
+            ``top1_counts``, per-sample top-1).
     Returns:
         A ``ProfileResult``: energy per convention (mean mJ per inference and its spread,
         totals, per-layer breakdown), ops (dense MACs per layer and in total), firing
@@ -236,7 +239,7 @@ def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp3
         with FiringRateMonitor(model) as monitor:
             _measure(model, samples, monitor, tally, batch_size=batch_size,
                      spread_samples=spread_samples, spread_per_batch=unit is not None,
-                     max_samples=max_samples, progress=progress)
+                     max_samples=max_samples, progress=progress, score=score)
     finally:
         model.train(was_training)
     n = tally.samples

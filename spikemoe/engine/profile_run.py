@@ -25,6 +25,7 @@ from ..data import create_dataset, dataset_info
 from ..models import create_model
 from .evaluate import check_input_shape, first_sample_shape, load_run_model
 from .loaders import create_split
+from .task import task_for
 
 __all__ = ["profile_checkpoint", "profile_registered"]
 
@@ -67,7 +68,7 @@ def profile_checkpoint(checkpoint: str | Path, *, data: str | None = None, root:
     mismatch = check_input_shape(model, first_sample_shape(dataset), f"{cfg.data.name} {split}",
                                  allow=allow_shape_mismatch,
                                  source=f"{cfg.model.name} (from {path})")
-    result = _profile(model, dataset, samples, table, first_layer_once, progress)
+    result = _profile(model, dataset, cfg.data.name, samples, table, first_layer_once, progress)
     return dataclasses.replace(result, model=cfg.model.name, data=cfg.data.name, split=split,
                                weights=f"{path} (epoch {state.get('epoch')})",
                                warnings=_mismatch_warnings(mismatch) + result.warnings)
@@ -96,18 +97,21 @@ def profile_registered(name: str, *, data: str | None = None, root: str | None =
     data_name, dataset = _dataset_for_model(model, data, root, split)
     mismatch = check_input_shape(model, first_sample_shape(dataset), f"{data_name} {split}",
                                  allow=allow_shape_mismatch, source=name)
-    result = _profile(model, dataset, samples, table, first_layer_once, progress)
+    result = _profile(model, dataset, data_name, samples, table, first_layer_once, progress)
     return dataclasses.replace(result, model=name, data=data_name, split=split,
                                weights="random initialisation (seed 0)",
                                warnings=_mismatch_warnings(mismatch) + result.warnings)
 
 
-def _profile(model, dataset, samples, table, first_layer_once, progress) -> ProfileResult:
+def _profile(model, dataset, data_name, samples, table, first_layer_once, progress
+             ) -> ProfileResult:
+    """``profile_model`` on the first ``samples`` of ``dataset``, scored by the data's task."""
+    task = task_for(dataset_info(data_name).kind)
     n = min(samples, len(dataset))
     bar = tqdm(total=n, desc="profile", unit="sample", disable=not progress, leave=False)
     try:
         result = profile_model(model.cpu(), dataset, table=table, first_layer_once=first_layer_once,
-                               max_samples=n, progress=bar)
+                               max_samples=n, progress=bar, score=task.profile_score)
     finally:
         bar.close()
     return dataclasses.replace(result, params=sum(p.numel() for p in model.parameters()))

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..analysis.profile import top1_counts
 from .distributed import all_reduce_sum
 from .losses import token_view, topk_correct
 
@@ -178,6 +179,11 @@ class Task:
     def better(self, result: dict, best: dict) -> bool:
         raise NotImplementedError
 
+    def profile_score(self, logits: torch.Tensor, targets) -> tuple[int, int]:
+        """``(correct, labelled)`` of a profiled batch (``analysis.profile_model(score=)``):
+        per-sample top-1; unlabelled samples (None or negative) are not counted."""
+        return top1_counts(logits, targets)
+
     def best_record(self, result: dict, epoch: int) -> dict:
         """What the run remembers of its best epoch (checkpointed)."""
         return {"top1": result["top1"], "epoch": epoch}
@@ -232,6 +238,11 @@ class LanguageModelTask(Task):
             task_loss = (float(sums["loss"]) - aux_weight * float(sums["aux_loss"])) / n
             record["train/perplexity"] = math.exp(min(task_loss, 700.0))
         return record
+
+    def profile_score(self, logits: torch.Tensor, targets) -> tuple[int, int]:
+        """A profile reports no accuracy for a language model (its figures are per token:
+        ``spikemoe evaluate``)."""
+        return 0, 0
 
     def _eval_extras(self, result: dict, predictions: float) -> dict:
         return {"perplexity": math.exp(min(result["loss"], 700.0)), "tokens": int(predictions)}

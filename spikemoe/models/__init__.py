@@ -6,7 +6,7 @@ from . import (  # noqa: F401  (registration side effect)
     spikformer,
     subjective_depth,
     subjective_timescale,
-    vit,
+    vit_factories,
     vmoe,
 )
 from .registry import create_model, list_models, register_model, unregister_model

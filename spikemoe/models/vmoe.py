@@ -1,5 +1,5 @@
 """V-MoE (Riquelme et al., NeurIPS 2021): registered ``vmoe_*`` factories, each the sparse
-twin of the ``vit_*`` of the same size (``vit.py``), facts from ``papers.md`` section 4 and
+twin of the ``vit_*`` of the same size (``vit_factories.py``), facts from ``papers.md`` section 4 and
 google-research/vmoe at commit 942a78b (``vmoe/configs/vmoe_paper/common.py``
 ``get_vmoe_config``, ``vmoe/nn/vit_moe.py``, ``vmoe/moe.py``).
 
@@ -31,9 +31,10 @@ parameter shapes of vmoe's flax modules.
 """
 from __future__ import annotations
 
-from . import vit
+from . import vit_factories as vit
 from .registry import register_model
-from .vit import build_vit, sigmoid_cross_entropy
+from .vit import sigmoid_cross_entropy
+from .vit_factories import build_vit
 
 __all__ = ["MOE", "sigmoid_cross_entropy"]
 
