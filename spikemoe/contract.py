@@ -29,8 +29,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-__all__ = ["AUX_LOSS", "CLASSIFIER_LOSSES", "ModelFacts", "ModelOutput", "SpikeMoEModel", "mark_router_neuron",
-           "model_facts", "router_expert_axis", "split_aux"]
+__all__ = ["AUX_LOSS", "CLASSIFIER_LOSSES", "ExampleChoices", "ModelFacts", "ModelOutput",
+           "SpikeMoEModel", "mark_router_neuron", "model_facts", "router_expert_axis", "split_aux"]
 
 CLASSIFIER_LOSSES = ("softmax_xent", "sigmoid_xent")
 
@@ -69,6 +69,9 @@ class ModelFacts:
     time_steps: int = 1                          # T of the forward (1: no time axis)
     measurement_batch: int | None = None         # profile batch size; None: each sample alone
     classifier_loss: str = "softmax_xent"        # one of CLASSIFIER_LOSSES
+    e_step_every: int | None = None              # EM-trained: an E-step every n-th step
+    m_step_on_e_step: bool = False               # EM: the E-step's batch also takes an M-step
+    epoch_measurements: bool = False             # measure_epoch(x, y) at each epoch's end
 
 
 class SpikeMoEModel(nn.Module):
@@ -86,9 +89,54 @@ class SpikeMoEModel(nn.Module):
 
     def facts(self) -> ModelFacts:
         shape = None if self.input_shape is None else tuple(int(v) for v in self.input_shape)
+        em = self if isinstance(self, ExampleChoices) else None
         return ModelFacts(input_shape=shape, num_classes=self.num_classes, time_steps=int(self.T),
                           measurement_batch=self.profile_batch_size,
-                          classifier_loss=self.classifier_loss)
+                          classifier_loss=self.classifier_loss,
+                          e_step_every=None if em is None else int(em.e_step_every),
+                          m_step_on_e_step=False if em is None else bool(em.m_step_on_e_step),
+                          epoch_measurements=type(self).measure_epoch
+                          is not SpikeMoEModel.measure_epoch)
+
+    def measure_epoch(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """Measurements a model takes of itself at the end of each training epoch, on the first
+        held-out batch ``(x, y)`` (no augmentation); the trainer logs them as
+        ``measure/<key>`` in the epoch record. A model that overrides it declares
+        ``epoch_measurements``. The model must leave its parameters, gradients, buffers and
+        the random streams as it found them."""
+        return {}
+
+
+class ExampleChoices:
+    """Mixin of a model trained by generalised (hard) EM over a latent choice per training
+    example (Modular Networks, Kirsch et al., NeurIPS 2018). The trainer, seeing the
+    declared ``e_step_every``:
+
+    * hands each training batch's example indices (positions in the training set, the same on
+      1 or N processes) to the model: ``model(x, index=index)`` in training;
+    * calls ``attach_examples(num_examples, seed)`` once, before a checkpoint is loaded, so the
+      model can allocate its stored choices (kept in the model's state dict, e.g. through
+      ``get_extra_state``: a checkpoint holds them and a resume restores them exactly);
+    * every ``e_step_every``-th step (steps 0, n, 2n, ... before they are taken), with the
+      batch's true targets: ``chosen, metrics = model.e_step(x, y, index)`` under
+      ``torch.no_grad`` (``chosen``: a tensor with a leading batch axis, the new stored choice
+      of each example), then ``model.store_choices(index, chosen)`` with every rank's indices
+      and choices gathered (so every rank's copy stays identical under DDP); the metrics are
+      logged as an event; the step counts, and takes no M-step unless ``m_step_on_e_step``.
+    """
+
+    e_step_every: int = 10
+    m_step_on_e_step: bool = False
+
+    def attach_examples(self, num_examples: int, seed: int) -> None:
+        raise NotImplementedError
+
+    def e_step(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def store_choices(self, index: torch.Tensor, chosen: torch.Tensor) -> None:
+        raise NotImplementedError
 
 
 def model_facts(model: nn.Module) -> ModelFacts:
