@@ -70,6 +70,13 @@ def test_train_command_learns_and_leaves_a_complete_run_directory(tmp_path, caps
     assert r["top1"] == pytest.approx(best["test/top1"]) and r["n"] == 40
     assert engine_main(["evaluate", str(run / "checkpoints" / "last.pt"), "--ema"]) == 0
     assert f"top-1 {epochs[-1]['test/top1_ema']:.2f}%" in capsys.readouterr().out
+    # --set: a model keyword that does not change the weights (the aux term's scale) runs the
+    # same network (same accuracy) and is recorded; one the model lacks is refused by name
+    assert engine_main(["evaluate", str(run), "--json", "--set", "aux_scale=0.5"]) == 0
+    r2 = json.loads(capsys.readouterr().out)
+    assert r2["model_overrides"] == {"aux_scale": 0.5} and r2["top1"] == r["top1"]
+    assert engine_main(["evaluate", str(run), "--set", "no_such_key=1"]) == 2
+    assert "no_such_key" in capsys.readouterr().err
     # a dataset with other classes than the model's
     assert engine_main(["evaluate", str(run), "--data", "dvs128-gesture"]) == 2
     assert "10 output classes but dvs128-gesture has 11" in capsys.readouterr().err

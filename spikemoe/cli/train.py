@@ -17,6 +17,8 @@ import json
 import os
 import sys
 
+from .convert import parse_overrides
+
 __all__ = ["add_engine_parsers", "cmd_evaluate", "cmd_train"]
 
 
@@ -125,7 +127,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     r = evaluate_checkpoint(args.checkpoint, data=args.data, root=args.root, split=args.split,
                             batch_size=args.batch_size, use_ema=args.ema, device=args.device,
-                            allow_shape_mismatch=args.allow_shape_mismatch)
+                            allow_shape_mismatch=args.allow_shape_mismatch,
+                            model_overrides=parse_overrides(args.set))
     if "input_shape_mismatch" in r:  # asked for; said first, so no one reads the line alone
         m = r["input_shape_mismatch"]
         print(f"warning: evaluated on inputs of shape {m['data']}, not the model's {m['model']} "
@@ -137,6 +140,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     top5 = f", top-5 {r['top5']:.2f}%" if "top5" in r else ""
     if "perplexity" in r:  # a language model: per-token figures
         top5 += f", perplexity {r['perplexity']:.3f} over {r['tokens']} tokens"
+    if "model_overrides" in r:
+        top5 += " with " + " ".join(f"{k}={v}" for k, v in r["model_overrides"].items())
     print(f"{r['checkpoint']} (epoch {r['epoch']}, step {r['step']}): {r['model']} on "
           f"{r['data']} {r['split']} ({r['n']} samples): top-1 {r['top1']:.2f}%{top5}, "
           f"loss {r['loss']:.4f}")
@@ -170,6 +175,9 @@ def add_engine_parsers(subparsers) -> None:
     p.add_argument("--ema", action="store_true", help="use the EMA weights")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="model keywords on top of the run's, for switches that change how the "
+                        "trained model runs, not its weights (e.g. --set test_view=events)")
     p.add_argument("--allow-shape-mismatch", action="store_true", dest="allow_shape_mismatch",
                    help="evaluate even when the data's samples differ in size or T from the "
                         "model's input_shape (refused otherwise); the result records it")

@@ -35,7 +35,9 @@ class DataConfig:
     recipe's train augmentation on the train split only; false = none; true = also on test.
     ``T``: frames per sample (event datasets), bytes per window (text). ``train_samples`` /
     ``test_samples``: use only that many samples of the split, evenly spaced through it
-    (null = all; for corpora far larger than a short run, e.g. stdlib-bytes).
+    (null = all; for corpora far larger than a short run, e.g. stdlib-bytes). ``views``: what
+    a sample holds (digits-dvs ``events+image``: ``{"events", "image"}`` for the multi-view
+    fusion models).
     """
 
     name: str = "digits-dvs"
@@ -53,6 +55,7 @@ class DataConfig:
     download: bool = False
     train_samples: int | None = None
     test_samples: int | None = None
+    views: str = field(default="events", metadata={"choices": ("events", "events+image")})
 
 
 @dataclass

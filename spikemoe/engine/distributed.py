@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler, Sampler
 
-__all__ = ["DistInfo", "ResumableDistributedSampler", "ShardSampler", "all_gather_objects",
+__all__ = ["DistInfo", "ResumableDistributedSampler", "ShardSampler", "all_gather_cat", "all_gather_objects",
            "all_reduce_sum", "broadcast_object", "cleanup_distributed", "init_distributed"]
 
 
@@ -78,6 +78,16 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``t`` (same shape on every rank) concatenated along dim 0, rank order;
+    ``t`` itself on a single process."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return t
+    parts = [torch.empty_like(t) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(parts, t.contiguous())
+    return torch.cat(parts)
 
 
 def broadcast_object(obj):

@@ -29,7 +29,7 @@ from ..models import create_model
 from .checkpoint import find_checkpoint, load_checkpoint
 from .config import config_from_dict
 from .distributed import init_distributed
-from .loaders import build_eval_loader, create_split
+from .loaders import build_eval_loader, create_split, to_device
 from .task import Meter, Task, task_for
 
 __all__ = ["InputShapeError", "check_input_shape", "check_num_classes",
@@ -61,7 +61,7 @@ def evaluate_model(model: nn.Module, loader, device: torch.device, task: Task,
     model.eval()
     meter = Meter(device)
     for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = to_device(x, device), y.to(device, non_blocking=True)
         with autocast or contextlib.nullcontext():
             out = model(x)
         task.add_eval_batch(meter, out, y)
@@ -175,7 +175,8 @@ def load_model_weights(model: nn.Module, state: dict, source: str) -> None:
 
 
 def load_run_model(checkpoint: str | Path, *, data: str | None = None, root: str | None = None,
-                   use_ema: bool = False, allow_shape_mismatch: bool = False
+                   use_ema: bool = False, allow_shape_mismatch: bool = False,
+                   model_overrides: dict | None = None
                    ) -> tuple[Path, dict, object, nn.Module]:
     """A checkpoint's model with its weights, and its stored config (data overridable).
 
@@ -185,6 +186,9 @@ def load_run_model(checkpoint: str | Path, *, data: str | None = None, root: str
             same sample shape as the model's ``input_shape``: checked from the dataset's facts,
             before anything is built, unless ``allow_shape_mismatch``).
         use_ema: the EMA weights (the run must have had ``optim.ema_decay``).
+        model_overrides: model keywords on top of the run's (``evaluate --set``), for switches
+            that change how a trained model runs, not its weights (e.g. a fusion model's
+            ``test_view``); weights that no longer fit are refused as usual.
     Returns:
         ``(checkpoint path, checkpoint state, TrainConfig, model on the CPU)``.
     """
@@ -195,6 +199,8 @@ def load_run_model(checkpoint: str | Path, *, data: str | None = None, root: str
         cfg.data.name = data
     if root is not None:
         cfg.data.root = root
+    if model_overrides:
+        cfg.model.kwargs = {**cfg.model.kwargs, **model_overrides}
     model = create_model(cfg.model.name, **cfg.model.kwargs)
     weights = state["model"]
     if use_ema:
@@ -220,14 +226,15 @@ def first_sample_shape(dataset) -> tuple[int, ...] | None:
     """The shape of ``dataset[0]``'s input (None for an empty dataset)."""
     if len(dataset) == 0:
         return None
-    x = dataset[0][0]
+    x = dataset[0][0]  # a dict of views (multi-view data) has no one shape: None
     return tuple(x.shape) if torch.is_tensor(x) else None
 
 
 def evaluate_checkpoint(checkpoint: str | Path, *, data: str | None = None,
                         root: str | None = None, split: str = "test",
                         batch_size: int | None = None, use_ema: bool = False,
-                        device: str = "auto", allow_shape_mismatch: bool = False) -> dict:
+                        device: str = "auto", allow_shape_mismatch: bool = False,
+                        model_overrides: dict | None = None) -> dict:
     """Rebuild the model and dataset from a checkpoint's stored config and evaluate it.
 
     Args:
@@ -246,7 +253,8 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data: str | None = None,
     if split not in ("test", "train"):
         raise ValueError(f"split must be 'test' or 'train', got {split!r}")
     path, state, cfg, model = load_run_model(checkpoint, data=data, root=root, use_ema=use_ema,
-                                             allow_shape_mismatch=allow_shape_mismatch)
+                                             allow_shape_mismatch=allow_shape_mismatch,
+                                             model_overrides=model_overrides)
     if batch_size is not None:
         cfg.data.eval_batch_size = batch_size
     dist = init_distributed(device)
@@ -266,6 +274,8 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data: str | None = None,
     result = evaluate_model(model, loader, dist.device, task, num_classes=info.num_classes)
     out = {"checkpoint": str(path), "epoch": state.get("epoch"), "step": state.get("step"),
            "model": cfg.model.name, "data": cfg.data.name, "split": split, **result}
+    if model_overrides:
+        out["model_overrides"] = dict(model_overrides)
     if mismatch is not None:
         out["input_shape_mismatch"] = mismatch
     return out

@@ -29,8 +29,10 @@ __all__ = [
     "build_datasets",
     "build_eval_loader",
     "build_train_loader",
+    "WithIndex",
     "create_split",
     "local_batch",
+    "to_device",
 ]
 
 
@@ -54,7 +56,8 @@ def create_split(cfg: DataConfig, split: str, augment=None) -> Dataset:
                              integration=cfg.integration,
                              augment=cfg.augment if augment is None else augment,
                              cache_dir=cfg.cache_dir, seed=cfg.seed,
-                             skip_corrupt=cfg.skip_corrupt, download=cfg.download)
+                             skip_corrupt=cfg.skip_corrupt, download=cfg.download,
+                             **({"views": cfg.views} if cfg.views != "events" else {}))
     limit = cfg.train_samples if split == "train" else cfg.test_samples
     if limit is not None and limit < len(dataset):  # evenly spaced: i * len / limit
         dataset = Subset(dataset, [i * len(dataset) // limit for i in range(limit)])
@@ -66,6 +69,13 @@ def build_datasets(cfg: DataConfig) -> DataBundle:
     info = dataset_info(cfg.name)
     return DataBundle(create_split(cfg, "train"), create_split(cfg, "test"), info.num_classes,
                       info.kind)
+
+
+def to_device(x, device: torch.device):
+    """A batch's input on ``device``: a tensor, or a dict of named view tensors."""
+    if isinstance(x, dict):
+        return {k: v.to(device, non_blocking=True) for k, v in x.items()}
+    return x.to(device, non_blocking=True)
 
 
 def local_batch(global_batch: int, world_size: int, key: str = "data.batch_size") -> int:
@@ -82,18 +92,44 @@ def _collate():
     return collate_time_major
 
 
-def build_train_loader(dataset: Dataset, cfg: DataConfig, dist: DistInfo, seed: int
+class WithIndex(Dataset):
+    """``dataset``'s items with their position: ``(x, y, i)``. The position is the index the
+    sampler drew, so it is the same on 1 or N processes and across a resume (an EM-trained
+    model keeps one stored choice per training example, ``contract.ExampleChoices``)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        x, y = self.dataset[i]
+        return x, y, i
+
+
+def _collate_with_index(batch: list) -> tuple:
+    x, y = _collate()([(x, y) for x, y, _ in batch])
+    return x, y, torch.tensor([i for _, _, i in batch], dtype=torch.int64)  # [B]
+
+
+def build_train_loader(dataset: Dataset, cfg: DataConfig, dist: DistInfo, seed: int,
+                       with_index: bool = False
                        ) -> tuple[DataLoader, ResumableDistributedSampler, torch.Generator]:
     """Shuffled, sharded, ``drop_last`` loader; call ``sampler.set_epoch(epoch, skip)`` and
-    ``generator.manual_seed(...)`` before each epoch (the trainer does)."""
+    ``generator.manual_seed(...)`` before each epoch (the trainer does). With ``with_index``
+    each batch is ``(x, y, index [B])`` (``WithIndex``)."""
     batch = local_batch(cfg.batch_size, dist.world_size)
+    collate = _collate()
+    if with_index:
+        dataset, collate = WithIndex(dataset), _collate_with_index
     sampler = ResumableDistributedSampler(dataset, dist.world_size, dist.rank, seed)
     if sampler.num_samples < batch:
         raise ValueError(f"the train set has {len(dataset)} samples, fewer than one global batch "
                          f"(data.batch_size={cfg.batch_size}); lower data.batch_size.")
     generator = torch.Generator()
     loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True,
-                        num_workers=cfg.num_workers, collate_fn=_collate(), generator=generator,
+                        num_workers=cfg.num_workers, collate_fn=collate, generator=generator,
                         pin_memory=dist.device.type == "cuda",
                         persistent_workers=False)
     return loader, sampler, generator

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["BAD", "NonFiniteGuard", "NonFiniteLossError", "non_finite_message",
-           "non_finite_tensors"]
+__all__ = ["BAD", "NonFiniteGuard", "NonFiniteLossError", "clip_and_check_gradients",
+           "non_finite_message", "non_finite_tensors"]
 
 # what went non-finite: code -> (event kind, words)
 BAD = {1: ("loss", "the loss became NaN/inf"), 2: ("input", "an input batch held NaN/inf values"),
@@ -51,6 +51,22 @@ class NonFiniteGuard:
             torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MIN)
         value = int(bad)
         return None if value == _NONE else (value // 8, value % 8)
+
+
+def clip_and_check_gradients(model: nn.Module, optimizer, scaler, guard: NonFiniteGuard,
+                             clip_grad: float | None, step: int) -> None:
+    """Clip the gradients to global norm ``clip_grad`` (None: no clipping) and flag NaN/inf
+    gradients at ``step`` (fp32/bf16; fp16's ``GradScaler`` skips such steps by design)."""
+    if clip_grad is not None:
+        scaler.unscale_(optimizer)
+        norm = nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        if not scaler.is_enabled():
+            guard.flag(~torch.isfinite(norm), "gradients", step)
+    elif not scaler.is_enabled():
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if grads:
+            norms = torch._foreach_norm(grads)  # one fused pass; NaN/inf propagate
+            guard.flag(~torch.isfinite(torch.stack(norms)).all(), "gradients", step)
 
 
 def non_finite_tensors(model: nn.Module, distributed: bool) -> list[str]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import warnings
 
 import torch
 from torch import nn
@@ -41,13 +42,22 @@ from .config import TrainConfig, save_config
 from .distributed import all_reduce_sum, init_distributed
 from .ema import build_ema
 from .evaluate import check_num_classes, evaluate_model
-from .loaders import DataBundle, build_datasets, build_eval_loader, build_train_loader, local_batch
+from .example_choices import run_e_step
+from .loaders import (
+    DataBundle,
+    build_datasets,
+    build_eval_loader,
+    build_train_loader,
+    local_batch,
+    to_device,
+)
 from .logging import RunLogger
 from .losses import StepLogits, TETLoss
 from .mixing import build_mixer
 from .nonfinite import (
     NonFiniteGuard,
     NonFiniteLossError,
+    clip_and_check_gradients,
     non_finite_message,
 )
 from .resume import check_resumable
@@ -105,6 +115,9 @@ class Trainer(TrainerState):
 
             model = apply_memopt(model.to(self.device), run.memopt, example_batch(
                 self.data.train, local_batch(cfg.data.batch_size, dist.world_size), self.device))
+        self.facts = model_facts(model)  # what the model declares (spikemoe.contract)
+        if self.facts.e_step_every:  # EM-trained: one stored choice per training example
+            model.attach_examples(len(self.data.train), run.seed)
         self.baselines = data_baselines(self.data)
         self.skipped_files = skipped_files(self.data)
         # only now, with data and model built, does the run take a folder
@@ -122,7 +135,7 @@ class Trainer(TrainerState):
         self.optimizer = torch.optim.AdamW(param_groups(self.model, o.weight_decay), lr=o.lr,
                                            betas=tuple(o.betas), eps=o.eps)
         self.train_loader, self.sampler, self.loader_gen = build_train_loader(
-            self.data.train, cfg.data, dist, run.seed)
+            self.data.train, cfg.data, dist, run.seed, with_index=bool(self.facts.e_step_every))
         self.test_loader = build_eval_loader(self.data.test, cfg.data, dist)
         self.local_batch = local_batch(cfg.data.batch_size, dist.world_size)
         self.steps_per_epoch = len(self.train_loader)
@@ -132,8 +145,7 @@ class Trainer(TrainerState):
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.amp_dtype == torch.float16)
         self.mixer = build_mixer(cfg.augment, self.data.num_classes)
-        self.task = task_for(self.data.kind, o.label_smoothing,
-                             model_facts(self.model).classifier_loss)
+        self.task = task_for(self.data.kind, o.label_smoothing, self.facts.classifier_loss)
         self.tet = StepLogits(self.model, o.tet_module) if o.tet else None
         self.tet_loss = TETLoss(o.label_smoothing, o.tet_lambda, o.tet_means) if o.tet else None
 
@@ -141,6 +153,7 @@ class Trainer(TrainerState):
         self.best = {"top1": None, "epoch": None}
         self.meter = Meter(self.device)  # this epoch's training sums
         self.guard = NonFiniteGuard(self.device)
+        self._last_loss = torch.zeros((), device=self.device)  # what an E-step-only step reports
         if ckpt is not None:
             self._load_state(ckpt, ckpt_path)
         self.logger = RunLogger(self.run_dir, enabled=dist.is_main, tensorboard=run.tensorboard,
@@ -164,38 +177,48 @@ class Trainer(TrainerState):
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     # ---------------------------------------------------------------- one step
-    def forward_backward(self, x: torch.Tensor, y: torch.Tensor, epoch: int):
-        """Mix, forward, loss, backward (no optimiser step). Returns ``(loss, output)``."""
+    def forward_backward(self, x, y: torch.Tensor, epoch: int, index=None):
+        """Mix, forward, loss, backward (no optimiser step). Returns ``(loss, output)``.
+        ``x``: a tensor, or a dict of named view tensors (multi-view models)."""
         targets = y
         if self.mixer is not None:
+            if isinstance(x, dict):
+                raise ValueError("MixUp/CutMix mix one input tensor, but this data gives a dict "
+                                 f"of views ({', '.join(x)}); set augment.mixup_alpha=0 and "
+                                 "augment.cutmix_alpha=0 for multi-view data.")
             x, targets = self.mixer(x, y, epoch)
         with self.autocast():
-            out = self.net(x)
+            out = self.net(x) if index is None else self.net(x, index=index)
             if self.tet is not None:
                 task = self.tet_loss(self.tet.take(out.logits).float(), targets)
             else:
                 task = self.task.loss(out.logits.float(), targets)  # per token for LMs
             loss = task + self.cfg.optim.aux_weight * out.aux_loss.float()
-        if x.is_floating_point():  # first: a NaN input makes the loss NaN too
-            self.guard.flag(~torch.isfinite(x).all(), "input", self.step + 1)
+        for view in (x.values() if isinstance(x, dict) else (x,)):
+            if view.is_floating_point():  # first: a NaN input makes the loss NaN too
+                self.guard.flag(~torch.isfinite(view).all(), "input", self.step + 1)
         self.guard.flag(~torch.isfinite(loss.detach()), "loss", self.step + 1)
         self.scaler.scale(loss).backward()
         return loss.detach(), out
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
-        """One optimiser step on a batch; returns the loss (on the device, not synchronised)."""
-        loss, out = self.forward_backward(x, y, epoch)
-        if self.cfg.optim.clip_grad is not None:
-            self.scaler.unscale_(self.optimizer)
-            norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad)
-            if not self.scaler.is_enabled():  # fp16: the scaler skips inf steps by design
-                self.guard.flag(~torch.isfinite(norm), "gradients", self.step + 1)
-        elif not self.scaler.is_enabled():
-            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-            if grads:
-                norms = torch._foreach_norm(grads)  # one fused pass; NaN/inf propagate
-                self.guard.flag(~torch.isfinite(torch.stack(norms)).all(), "gradients",
-                                self.step + 1)
+    def train_step(self, x, y: torch.Tensor, epoch: int, index=None) -> torch.Tensor:
+        """One optimiser step on a batch; returns the loss (on the device, not synchronised).
+        An EM-trained model's E-step comes first every ``e_step_every`` steps (``e_step``)."""
+        facts = self.facts
+        if facts.e_step_every and self.step % facts.e_step_every == 0:
+            run_e_step(self.model, x, y, index, self.cfg.model.name,
+                       self.logger if self.step % self.cfg.run.log_every == 0 else None,
+                       self.step + 1)
+            if not facts.m_step_on_e_step:  # the reference: an E-step iteration is no M-step
+                with warnings.catch_warnings():  # the schedule follows steps, M-step or not
+                    warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step",
+                                            UserWarning)
+                    self.scheduler.step()
+                self.step += 1
+                return self._last_loss
+        loss, out = self.forward_backward(x, y, epoch, index)
+        clip_and_check_gradients(self.model, self.optimizer, self.scaler, self.guard,
+                                 self.cfg.optim.clip_grad, self.step + 1)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -204,6 +227,7 @@ class Trainer(TrainerState):
             self.ema.update_parameters(self.model)
         self.step += 1
         self.task.add_train_batch(self.meter, loss, out, y)
+        self._last_loss = loss
         return loss
 
     def check_finite(self) -> None:
@@ -229,10 +253,10 @@ class Trainer(TrainerState):
         bar = self.logger.progress(self.steps_per_epoch, f"epoch {epoch + 1}/{self.total_epochs}",
                                    show=run.progress)
         bar.update(done)
-        for x, y in self.train_loader:
-            x = x.to(self.device, non_blocking=True)
-            y = y.to(self.device, non_blocking=True)
-            loss = self.train_step(x, y, epoch)
+        for batch in self.train_loader:
+            x, y = to_device(batch[0], self.device), batch[1].to(self.device, non_blocking=True)
+            index = batch[2].to(self.device) if len(batch) > 2 else None  # EM: example indices
+            loss = self.train_step(x, y, epoch, index)
             bar.update(1)
             if self.step % run.log_every == 0:
                 self.check_finite()
@@ -317,10 +341,18 @@ class Trainer(TrainerState):
             record.update({f"test/{k}": v for k, v in test.items() if k not in ("n", "metrics")})
             record.update({f"test/{k}": v for k, v in test["metrics"].items()})
             improved = self.task.better(test, self.best)
+            if self.facts.epoch_measurements:  # the model's own epoch-end measurements
+                record.update({f"measure/{k}": v for k, v in self._measure_epoch().items()})
             if improved:
                 self.best = self.task.best_record(test, self.epoch)
         record.update({"best/top1": self.best["top1"], "best/epoch": self.best["epoch"]})
         return record, test, improved
+
+    def _measure_epoch(self) -> dict:
+        """``model.measure_epoch`` on the first held-out batch (no augmentation, no random
+        draw; ``contract.SpikeMoEModel.measure_epoch``)."""
+        x, y = next(iter(self.test_loader))[:2]
+        return self.model.measure_epoch(to_device(x, self.device), y.to(self.device))
 
     def _finished_summary(self, start: float) -> dict:
         """A resumed run that had already trained every epoch: nothing is trained; its

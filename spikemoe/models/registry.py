@@ -67,7 +67,16 @@ def create_model(name: str, checkpoint=None, **overrides) -> nn.Module:
             the valid ones), or weights that do not fit.
     """
     factory = get_model_factory(name)
-    model = factory(**overrides)
+    try:
+        model = factory(**overrides)
+    except TypeError as e:  # a factory without check_overrides (e.g. a class registered as is)
+        if "unexpected keyword argument" not in str(e):
+            raise
+        import inspect
+
+        valid = [p for p in inspect.signature(factory).parameters if p != "self"]
+        raise ValueError(f"model {name!r} does not take {e.args[0].split('argument ')[-1]}; "
+                         f"its keywords are: {', '.join(valid) or 'none'}.") from None
     if checkpoint is not None:
         from .weights_io import load_checkpoint_into  # lazy: keeps the registry import-light
 
