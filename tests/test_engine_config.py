@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import spikemoe
 from spikemoe.cli.train import add_engine_parsers
@@ -141,3 +142,16 @@ def test_train_and_evaluate_parsers_and_resume_config(tmp_path, capsys):
     cfg = resolve_train_config(None, [f"resume={run}", "schedule.epochs=30"])
     assert cfg.model.kwargs["embed_dim"] == 48 and cfg.schedule.epochs == 30
     assert cfg.run.stop_after_steps is None and cfg.run.resume == str(run)
+
+
+def test_print_config_prints_the_resolved_config_and_trains_nothing(tmp_path, capsys):
+    from spikemoe.cli import main
+
+    demo = str(CONFIGS / "demo.yaml")
+    assert main(["train", demo, "lr=1e-3", "data.T=8", f"run.out_dir={tmp_path}",
+                 "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    expected = config_to_dict(load_config(demo, ["lr=1e-3", "data.T=8", f"run.out_dir={tmp_path}"]))
+    assert printed == expected and printed["optim"]["lr"] == 1e-3
+    assert list(tmp_path.iterdir()) == []  # no run directory: nothing was trained
+

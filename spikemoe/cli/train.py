@@ -67,6 +67,7 @@ examples:
   spikemoe train                                         the demo on digits-dvs
   spikemoe train configs/cifar10dvs_spikformer_semm_2_256.yaml data.root=/data
   spikemoe train resume=runs/demo                        continue a stopped run
+  spikemoe train configs/digits_vit.yaml lr=1e-3 --print-config   what would run
   torchrun --nproc_per_node=8 -m spikemoe train configs/imagenet_spikformer_semm_8_512.yaml
 """
 
@@ -80,6 +81,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     items = list(args.items)
     config = items.pop(0) if items and "=" not in items[0] else None
     cfg = resolve_train_config(config, items)
+    if args.print_config:  # the config a run would use, as config.yaml would hold it
+        import yaml
+
+        from ..engine.config import config_to_dict
+
+        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+        return 0
     try:
         trainer = Trainer(cfg)
         summary = trainer.fit()
@@ -159,6 +167,9 @@ def add_engine_parsers(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("items", nargs="*", metavar="CONFIG | key=value",
                    help="a YAML config path first (optional), then key=value overrides")
+    p.add_argument("--print-config", action="store_true", dest="print_config",
+                   help="print the resolved config (CONFIG + overrides, or a resumed run's) as "
+                        "YAML and exit without training")
     p.set_defaults(func=cmd_train)
 
     p = subparsers.add_parser(
