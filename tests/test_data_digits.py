@@ -100,3 +100,33 @@ def test_digits_dvs_is_learnable(splits):
     probe = RidgeClassifier(alpha=10).fit(features(train), train.labels)
     acc = probe.score(features(test), test.labels)
     assert acc > 0.85  # measured 0.93 for this linear probe; shuffled labels would give ~0.1
+
+
+def test_two_views_carry_the_same_events_and_the_scene_they_were_simulated_from(splits):
+    train, _, cache = splits
+    both = create_dataset("digits-dvs", "train", T=4, cache_dir=cache, views="events+image")
+    assert both.cache.dir == train.cache.dir  # one cache entry for both options
+    x, y = both[7]
+    assert set(x) == {"events", "image"} and y == train[7][1]
+    assert torch.equal(x["events"], train[7][0])  # bit for bit the single-view frames
+    image = x["image"]
+    assert image.shape == (1, 32, 32) and image.dtype == torch.float32
+    assert 0 <= image.min() and image.max() <= 1
+    # bilinear 3x upsampling keeps the sum: 9 x (the 8x8 digit / 16)
+    digit = load_digits().images[both.indices[7]]
+    assert image.sum().item() == pytest.approx(9 * digit.sum() / 16, rel=1e-4)
+    assert torch.equal(image, dd.scene_images(digit[None])[0])
+    small = create_dataset("digits-dvs", "test", T=4, size=16, cache_dir=cache,
+                           views="events+image")
+    full = dd.scene_images(load_digits().images[small.indices[:1]])
+    # size 16: the mean of the same 2x2 blocks the events are summed over
+    torch.testing.assert_close(small[0][0]["image"][0], full[0, 0].reshape(16, 2, 16, 2).mean((1, 3)))
+    xb, _ = collate_time_major([both[i] for i in range(3)])
+    assert xb["events"].shape == (4, 3, 2, 32, 32) and xb["image"].shape == (3, 1, 32, 32)
+
+
+def test_views_other_than_events_are_refused_where_a_dataset_has_none(tmp_path):
+    with pytest.raises(ValueError, match=r"'cifar10-dvs' has no views='events\+image'.*'events'"):
+        create_dataset("cifar10-dvs", "train", root=tmp_path, views="events+image")
+    with pytest.raises(ValueError, match="has no views='image'"):
+        create_dataset("digits-dvs", "train", views="image")

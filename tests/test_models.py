@@ -8,7 +8,13 @@ from torch import nn
 
 import spikemoe
 from spikemoe.cli import main as cli_main
-from spikemoe.contract import CLASSIFIER_LOSSES, ModelFacts, SpikeMoEModel, model_facts
+from spikemoe.contract import (
+    CLASSIFIER_LOSSES,
+    ExampleChoices,
+    ModelFacts,
+    SpikeMoEModel,
+    model_facts,
+)
 
 TEST_MODELS = ["test_spikformer", "test_spikformer_semm", "test_spike_driven",
                "test_spike_driven_semm"]
@@ -46,7 +52,9 @@ def test_registry_lists_every_family_and_explains_unknown_names():
         for size in ("2_256_dvs", "4_384_cifar", "8_384", "8_512", "8_768"):
             assert prefix + size in names
     assert set(TEST_MODELS) <= set(names)
-    assert spikemoe.list_models("test_*semm") == ["test_spike_driven_semm", "test_spikformer_semm"]
+    semm = spikemoe.list_models("test_*semm")  # sorted, every match and only matches
+    assert semm == sorted(n for n in names if n.startswith("test_") and n.endswith("semm"))
+    assert {"test_spike_driven_semm", "test_spikformer_semm"} <= set(semm)
     with pytest.raises(ValueError, match="Did you mean spikformer_8_512"):
         spikemoe.create_model("spikformer_8_521")
     with pytest.raises(ValueError, match="did you mean 'embed_dim'"):
@@ -184,12 +192,16 @@ def test_every_registered_model_declares_its_facts(name):
     assert isinstance(model, SpikeMoEModel)
     facts = model_facts(model)
     # the contract reads exactly the attributes the model declares
-    assert facts == ModelFacts(input_shape=tuple(model.input_shape),
-                               num_classes=model.num_classes, time_steps=model.T,
-                               measurement_batch=model.profile_batch_size,
-                               classifier_loss=model.classifier_loss)
+    em = isinstance(model, ExampleChoices)
+    assert facts == ModelFacts(
+        input_shape=None if model.input_shape is None else tuple(model.input_shape),
+        num_classes=model.num_classes, time_steps=model.T,
+        measurement_batch=model.profile_batch_size, classifier_loss=model.classifier_loss,
+        e_step_every=model.e_step_every if em else None,
+        m_step_on_e_step=model.m_step_on_e_step if em else False,
+        epoch_measurements=type(model).measure_epoch is not SpikeMoEModel.measure_epoch)
     assert facts.classifier_loss in CLASSIFIER_LOSSES and facts.num_classes >= 2
-    if len(facts.input_shape) == 4:  # frames [T, C, H, W]: the model unrolls T steps
+    if facts.input_shape is not None and len(facts.input_shape) == 4:  # frames [T, C, H, W]
         assert facts.input_shape[0] == facts.time_steps
     if name in PINNED_FACTS:
         assert (facts.input_shape, facts.num_classes, facts.time_steps, facts.measurement_batch,

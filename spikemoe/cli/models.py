@@ -8,6 +8,7 @@ import sys
 
 import torch
 
+from ..contract import model_facts
 from ..models import create_model, list_models
 
 __all__ = ["add_models_parser", "cmd_models"]
@@ -18,11 +19,12 @@ def _model_rows(pattern: str) -> list[dict]:
     for name in list_models(pattern):
         with torch.device("meta"):  # shapes and counts only: no memory, no init time
             model = create_model(name)
+        facts = model_facts(model)
         rows.append({
             "name": name,
             "params": sum(p.numel() for p in model.parameters()),
-            "input_shape": list(model.input_shape),
-            "num_classes": model.num_classes,
+            "input_shape": None if facts.input_shape is None else list(facts.input_shape),
+            "num_classes": facts.num_classes,
         })
     return rows
 
@@ -37,7 +39,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     print(f"{'model':34s} {'params':>14s}  input [T, C, H, W]  classes")
     for r in rows:
-        shape = "[" + ", ".join(map(str, r["input_shape"])) + "]"
+        shape = ("several views" if r["input_shape"] is None
+                 else "[" + ", ".join(map(str, r["input_shape"])) + "]")
         print(f"{r['name']:34s} {r['params']:>14,d}  {shape:18s}  {r['num_classes']}")
     return 0
 

@@ -32,6 +32,17 @@ The recipe's train augmentation for digits-dvs is none: a horizontal flip turns 
 other shapes, and the demo trains for minutes. ``augment=True`` gives ``EventFrameAugment``
 without the flip. Building all 1,797 samples takes a few seconds; the frames are cached
 (one ``.npy`` per parameter set, atomically written) and loaded in well under a second.
+
+Two views (``views="events+image"``, for multi-view fusion): each item is
+``({"events": [T, 2, H, W], "image": [1, H, W]}, y)``. The image is the scene the camera saw at
+its first position, ``I(u, v, 0)`` above: the digit scaled to [0, 1], upsampled 3x (bilinear)
+with its top-left corner at (1, 1), black elsewhere: the intensity frame an event camera with
+a grey-level readout (DAVIS APS) would give at t = 0. Why the first position: it is the one
+frame every event is a change from; any later position would only shift the digit. At
+another ``size`` it is area-averaged to ``(H, W)`` (for an integer factor the mean of the
+same pixel blocks the events are summed over, ``frames.resize_events``). The events are the
+very frames of ``views="events"`` (same cache entry, bit for bit); the image is rendered in
+milliseconds and not cached. A ``transform`` (``augment``) applies to the events only.
 """
 from __future__ import annotations
 
@@ -50,14 +61,15 @@ from .frames import events_to_frames, to_hw
 from .spec import BuildOptions, DatasetInfo, DatasetSpec, register_dataset
 from .splits import split_indices
 
-__all__ = ["DIGITS_DVS_VERSION", "HOLD_OUT_EVERY", "SENSOR_HW", "DigitsDVS", "build_digits_dvs",
-           "simulate_saccade_events", "verify_digits_dvs"]
+__all__ = ["DIGITS_DVS_VERSION", "HOLD_OUT_EVERY", "SENSOR_HW", "VIEWS", "DigitsDVS",
+           "build_digits_dvs", "scene_images", "simulate_saccade_events", "verify_digits_dvs"]
 
 DIGITS_DVS_VERSION = 1  # bump when the simulation below changes: it is part of the cache key
 SENSOR_HW = (32, 32)
 HOLD_OUT_EVERY = 5  # every 5th digit of each class is held out
 SIM = {"digit_px": 24, "steps_per_saccade": 12, "saccade_us": 100_000, "amplitude_px": 6,
        "margin_px": 1, "eps": 0.1, "c_mean": 0.4, "c_std": 0.05, "c_min": 0.05, "noise_hz": 0.1}
+VIEWS = ("events", "events+image")  # create_dataset(views=...): frames only, or frames + image
 
 
 def _path_positions(steps: int, saccade_us: int, amplitude: float,
@@ -151,24 +163,49 @@ def simulate_saccade_events(images: np.ndarray, indices: np.ndarray, seed: int,
     return out
 
 
+def scene_images(images: np.ndarray, out_hw: tuple[int, int] = SENSOR_HW,
+                 sim: dict | None = None) -> torch.Tensor:
+    """The scene at the camera's first position (the "image" view, module docstring).
+
+    Args:
+        images: ``[B, 8, 8]`` digits with values 0-16 (``load_digits().images``).
+        out_hw: output ``(H, W)``; other than the 32 x 32 sensor: area-averaged.
+    Returns:
+        ``[B, 1, H, W]`` float32 intensities in [0, 1]: ``I(u, v, 0)`` of the simulation.
+    """
+    sim = {**SIM, **(sim or {})}
+    _, ox, oy = _path_positions(sim["steps_per_saccade"], sim["saccade_us"], sim["amplitude_px"],
+                                sim["margin_px"])[0]
+    img = torch.from_numpy(np.asarray(images, np.float32) / 16.0)[:, None]  # [B, 1, 8, 8]
+    scene = _render(img, ox, oy, sim)[:, None]  # [B, H, W] -> [B, 1, H, W]
+    if tuple(out_hw) != SENSOR_HW:
+        scene = F.interpolate(scene, size=tuple(out_hw), mode="area")
+    return scene.contiguous()
+
+
 class DigitsDVS(Dataset):
-    """digits-dvs as ``(x [T, 2, H, W] float32 counts, y int)`` (module docstring).
+    """digits-dvs as ``(x [T, 2, H, W] float32 counts, y int)`` (module docstring); with
+    ``views="events+image"`` as ``({"events": x, "image": [1, H, W] float32 in [0, 1]}, y)``.
 
     Args:
         split: 'train' (1,442 digits) or 'test' (355). T: frames. integration: 'count' | 'time'.
         size: output size (None = 32 x 32). seed: simulation seed.
         cache_dir: cache root (None: ``$SPIKEMOE_CACHE`` or ``~/.cache/spikemoe``).
-        transform: applied to the float frames on every access.
+        transform: applied to the float frames on every access (not to the image).
+        views: one of ``VIEWS``.
     """
 
     def __init__(self, split: str = "train", *, T: int = 16, integration: str = "count",
                  size: int | tuple[int, int] | None = None, seed: int = 0,
                  cache_dir: str | Path | None = None,
                  transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 batch_size: int = 256) -> None:
+                 batch_size: int = 256, views: str = "events") -> None:
         from sklearn.datasets import load_digits
 
+        if views not in VIEWS:
+            raise ValueError(f"digits-dvs views must be one of {VIEWS}, got {views!r}")
         digits = load_digits()
+        self.views = views
         self.out_hw = to_hw(size, SENSOR_HW)
         self.T, self.integration, self.seed = int(T), integration, int(seed)
         self.indices = split_indices(digits.target, split, every=HOLD_OUT_EVERY)
@@ -187,6 +224,8 @@ class DigitsDVS(Dataset):
             self.cache.save("frames", frames)
             frames = self.cache.load("frames")  # the narrow stored dtype, as on a cache hit
         self.frames = torch.from_numpy(frames[self.indices])  # [N_split, T, 2, H, W]
+        self.images = (scene_images(digits.images[self.indices], self.out_hw)
+                       if views == "events+image" else None)  # [N_split, 1, H, W]
 
     def build_frames(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Simulate every digit and count its events into frames: ``[N, T, 2, H, W]`` uint16.
@@ -204,11 +243,13 @@ class DigitsDVS(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor | dict[str, torch.Tensor], int]:
         x = self.frames[i].float()  # [T, 2, H, W]
         if self.transform is not None:
             x = self.transform(x)
-        return x, int(self.labels[i])
+        if self.images is None:
+            return x, int(self.labels[i])
+        return {"events": x, "image": self.images[i].clone()}, int(self.labels[i])
 
 
 def build_digits_dvs(spec: DatasetSpec, split: str, options: BuildOptions) -> DigitsDVS:
@@ -216,7 +257,7 @@ def build_digits_dvs(spec: DatasetSpec, split: str, options: BuildOptions) -> Di
     check_event_options(spec, options)
     return DigitsDVS(split, T=options.T, integration=options.integration, size=options.size,
                      seed=options.seed, cache_dir=options.cache_dir,
-                     transform=event_transform(spec, split, options))
+                     transform=event_transform(spec, split, options), views=options.views)
 
 
 def verify_digits_dvs(spec: DatasetSpec, root, deep: bool) -> tuple[list[str], list[str]]:
@@ -234,5 +275,5 @@ def digits_dvs() -> DatasetSpec:
     return DatasetSpec(
         info=DatasetInfo("digits-dvs", "events", 10, 2, SENSOR_HW,
                          "none (a flipped digit is another shape; the demo trains for minutes)",
-                         "datasets/digits-dvs.md", needs_root=False),
+                         "datasets/digits-dvs.md", needs_root=False, views=VIEWS),
         build=build_digits_dvs, verify=verify_digits_dvs)

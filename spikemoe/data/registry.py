@@ -35,7 +35,8 @@ def dataset_info(name: str) -> DatasetInfo:
 def create_dataset(name: str, split: str, *, root: str | Path | None = None, T: int = 16,
                    size: int | tuple[int, int] | None = None, integration: str = "count",
                    augment=None, cache_dir: str | Path | None = None, seed: int = 0,
-                   skip_corrupt: bool = False, download: bool = False) -> Dataset:
+                   skip_corrupt: bool = False, download: bool = False,
+                   views: str = "events") -> Dataset:
     """Build the ``split`` of dataset ``name`` with its spec's ``build``.
 
     Args:
@@ -56,6 +57,9 @@ def create_dataset(name: str, split: str, *, root: str | Path | None = None, T: 
         seed: digits-dvs simulation seed (other datasets are fixed recordings).
         skip_corrupt: leave undecodable event files out (with a warning) instead of raising.
         download: let tonic / torchvision download a missing copy (never done otherwise).
+        views: 'events' (default: the items above) or another of ``dataset_info(name).views``:
+            digits-dvs 'events+image' gives ``({"events": [T, 2, H, W], "image": [1, H, W]}, y)``,
+            the frames and the intensity image they were simulated from (``digits_dvs``).
     Returns:
         A ``torch.utils.data.Dataset`` of ``(x, y)``; event datasets have their frame cache built.
         Every one has ``skipped_files: list[tuple[str, str]]``, the ``(path, reason)`` of each
@@ -67,9 +71,14 @@ def create_dataset(name: str, split: str, *, root: str | Path | None = None, T: 
     spec = dataset_spec(name)
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if views not in spec.info.views:
+        raise ValueError(f"dataset {name!r} has no views={views!r}: it offers "
+                         f"{', '.join(map(repr, spec.info.views))}. Leave data.views at 'events' "
+                         "(the default), or pick a multi-view dataset (digits-dvs has "
+                         "'events+image').")
     options = BuildOptions(root=root, T=T, size=size, integration=integration, augment=augment,
                            cache_dir=cache_dir, seed=seed, skip_corrupt=skip_corrupt,
-                           download=download)
+                           download=download, views=views)
     ds = spec.build(spec, split, options)
     if not hasattr(ds, "skipped_files"):  # EventFrameDataset keeps its own
         ds.skipped_files = []

@@ -44,6 +44,9 @@ class DatasetInfo:
         train_augment: the recipe's train augmentation, in words (``augment=None``).
         card: the dataset card under ``datasets/``.
         needs_root: whether the data lives in a folder the user names (False: embedded).
+        views: the values of ``create_dataset(views=...)`` it can build: 'events' (every
+            dataset: its items as documented above) and, for a multi-view dataset, names such
+            as 'events+image' (items ``({view: tensor}, y)``; digits-dvs).
     """
 
     name: str
@@ -54,6 +57,7 @@ class DatasetInfo:
     train_augment: str
     card: str
     needs_root: bool = True
+    views: tuple[str, ...] = ("events",)
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ class BuildOptions:
     seed: int = 0
     skip_corrupt: bool = False
     download: bool = False
+    views: str = "events"
 
 
 @dataclass(frozen=True, kw_only=True)

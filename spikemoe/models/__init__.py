@@ -2,6 +2,9 @@
 from ..contract import ModelOutput
 from . import (  # noqa: F401  (registration side effect)
     causal_transformer,
+    fusion,
+    modular,
+    modular_spikformer,
     spike_driven,
     spikformer,
     subjective_depth,
