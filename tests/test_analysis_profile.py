@@ -26,7 +26,10 @@ def test_profile_model_writes_json_table_and_three_plots(tmp_path, capsys):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     p = json.loads((out / "profile.json").read_text())
     assert p["model"] == "test_spikformer_semm" and p["params"] == 28_491 and p["T"] == 2
-    for convention in ("paper", "strict"):
+    assert sorted(p["energy"]) == ["events", "literal", "strict"]
+    assert p["energy_aliases"] == {"paper": "events"} and p["first_layer"] == "auto"
+    assert p["first_layer_once"] is False  # event frames [T, B, ...]: charged T times
+    for convention in ("literal", "events", "strict"):
         e = p["energy"][convention]
         # two paths to the same mean: each sample alone under its own counter (the spread
         # pass, all 3 samples here) and the 3 samples in one batch under one counter
@@ -36,7 +39,7 @@ def test_profile_model_writes_json_table_and_three_plots(tmp_path, capsys):
         assert e["mJ"] == s["mean"] == pytest.approx(sum(r["energy_pj"] for r in e["layers"]) * 1e-9)
         assert s["min"] <= s["spread_mean"] <= s["max"]
     # the first layer reads event counts: MACs in both conventions, flagged by the audit
-    first = [r for r in p["energy"]["paper"]["layers"] if r["first"]]
+    first = [r for r in p["energy"]["events"]["layers"] if r["first"]]
     assert len(first) == 1 and first[0]["macs"] == first[0]["dense_macs"] > 0
     assert any(a["layer"] == first[0]["layer"] for a in p["audit"])
     # every spiking neuron is monitored, with one rate per time step; routers have 4 experts
@@ -44,7 +47,7 @@ def test_profile_model_writes_json_table_and_three_plots(tmp_path, capsys):
     assert all(len(v["rate_per_step"]) == 2 for v in p["firing"]["layers"].values())
     assert p["routers"]["blocks.0.attn.router.lif"]["num_experts"] == 4
     md = (out / "profile.md").read_text()
-    assert "## Energy per layer (paper)" in md and "## Spike-driven audit" in md
+    assert "## Energy per layer (events)" in md and "## Spike-driven audit" in md
 
 
 def test_profile_refuses_ambiguous_or_unsuitable_requests(tmp_path, capsys):
@@ -79,9 +82,11 @@ def test_train_ends_with_a_profile_and_report_gathers_the_run(tmp_path, capsys):
     assert row["model"] == "test_spikformer_semm" and row["data"] == "digits-dvs"
     assert row["T"] == "2" and row["params"] == "28491"
     assert float(row["best_top1"]) == pytest.approx(summary["best_top1"])
-    assert float(row["energy_paper_mJ"]) == pytest.approx(
-        prof["energy"]["paper"]["per_sample_mJ"]["mean"])
-    assert float(row["energy_strict_mJ"]) >= float(row["energy_paper_mJ"])
+    assert float(row["energy_events_mJ"]) == pytest.approx(
+        prof["energy"]["events"]["per_sample_mJ"]["mean"])
+    assert float(row["energy_strict_mJ"]) >= float(row["energy_events_mJ"])
+    assert float(row["energy_literal_mJ"]) == pytest.approx(
+        prof["energy"]["literal"]["per_sample_mJ"]["mean"])
 
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "not a run directory" in capsys.readouterr().err
@@ -99,7 +104,7 @@ def test_a_model_without_spiking_neurons_is_charged_macs_in_both_conventions():
     samples = [(torch.rand(2, 4, 4), i % 3) for i in range(5)]  # static [C, H, W] samples
     p = profile_model(ann, samples, batch_size=2, spread_samples=2)
     assert p.samples == 5 and not p.spiking and p.firing.layers == {}
-    for c in ("paper", "strict"):
+    for c in ("literal", "events", "paper", "strict"):
         e = p.energy[c]
         assert e.sops == 0 and e.macs == 32 * 8 + 8 * 3  # per inference
         assert e.mj == pytest.approx((32 * 8 + 8 * 3) * 4.6e-9)
@@ -113,8 +118,8 @@ def test_profile_a_byte_level_language_model_on_the_stdlib_corpus(tmp_path, caps
     brief = _json_line(capsys.readouterr().out)
     p = json.loads((tmp_path / "profile.json").read_text())
     assert brief["data"] == "stdlib-bytes" and p["samples"] == 2 and not p["spiking"]
-    assert p["energy"]["paper"]["sops"] == 0 and p["energy"]["paper"]["macs"] > 0
-    assert p["energy"]["paper"]["mJ"] == p["energy"]["strict"]["mJ"]
+    assert p["energy"]["events"]["sops"] == 0 and p["energy"]["events"]["macs"] > 0
+    assert p["energy"]["events"]["mJ"] == p["energy"]["strict"]["mJ"] == p["energy"]["literal"]["mJ"]
     assert "accuracy" not in p and p["audit"] == []
 
 
@@ -137,7 +142,7 @@ def test_routed_sequence_models_are_counted_one_sequence_at_a_time():
     model = create_model("test_subjective_depth").eval()
     samples = _digits(6)
     p = profile_model(model, samples, batch_size=32)
-    assert p.batch_size == 1 and p.energy["paper"].per_inference.spread_samples == 6
+    assert p.batch_size == 1 and p.energy["events"].per_inference.spread_samples == 6
     alone = 0
     for x, _ in samples:
         counter, _ = count_operations(model, x.unsqueeze(1))  # [T, 1, 2, 16, 16]
@@ -158,7 +163,7 @@ def test_vmoe_is_counted_per_routing_group_and_its_spread_brackets_the_mean():
     p = profile_model(model, _digits(8), batch_size=32)
     group = model_facts(model).measurement_batch
     assert p.batch_size == group and "routing group" in p.spread_unit
-    s = p.energy["paper"].per_inference
+    s = p.energy["events"].per_inference
     assert s.spread_samples == 8 // group
     assert s.min <= s.mean * (1 + 1e-12) and s.mean <= s.max * (1 + 1e-12)
 

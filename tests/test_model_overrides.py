@@ -90,8 +90,8 @@ def test_unknown_override_key_names_the_nearest_one():
 def test_every_paper_factory_checks_its_overrides():
     # The checks live in the shared backbone: every registered spiking factory has them.
     names = spikemoe.list_models("spikformer*") + spikemoe.list_models("spike_driven*") \
-        + spikemoe.list_models("test_spik*")
-    assert len(names) == 24
+        + spikemoe.list_models("spikingformer*") + spikemoe.list_models("test_spik*")
+    assert len(names) == 32  # 10 + 10 + 6 paper sizes and 6 test twins
     for name in names:
         with pytest.raises(ValueError, match=r"model\.depth must be an integer >= 1"):
             spikemoe.create_model(name, depth=0)

@@ -74,7 +74,7 @@ def test_dead_network_is_warned_everywhere(tmp_path, samples, capsys):
     table = runs_markdown([row])
     cells = table.splitlines()[2].split(" | ")
     assert cells[-1] == "**NO SPIKES (dead network)** |"
-    assert sum(c.endswith("(!)") for c in cells) == 4  # SOPs, both energies, firing rate
+    assert sum(c.endswith("(!)") for c in cells) == 5  # SOPs, 3 energies, firing rate
     assert "no spiking neuron fired" in table  # the full sentence under the table
     assert "NO SPIKES" in runs_csv([row]).splitlines()[1]
 

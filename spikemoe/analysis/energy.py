@@ -6,28 +6,32 @@ NeurIPS 2023):
     E = E_MAC * FLOPs(first layer) + E_AC * sum_l SOP_l,     SOP_l = fr_l * T * FLOPs_l
 
 with fr_l the firing rate of layer l's *input* and FLOPs_l its dense multiply-adds per
-time step. Here SOP_l is counted, not estimated: ``events`` of ``op_counts.OpRecord`` (the
-accumulates the spikes actually trigger, = fr_l * T * FLOPs_l for a Linear on spikes).
+time step (``dense_macs`` of ``op_counts.OpRecord`` already holds the T steps).
 
-Two conventions, per Linear / Conv / activation-by-activation matmul:
+Three conventions, all always computed, per Linear / Conv / activation-by-activation matmul:
 
-``paper``   the first layer (the one that reads the model input) is charged as MACs;
-            every other layer as SOPs: ``events`` when its input is integer-valued
-            (spikes, or spike counts such as a spike-sum residual, where a count of n is
-            n accumulates), else ``input_rate * dense_macs`` (what the papers' formula
-            gives for a real-valued input; the audit lists these layers).
+``literal`` the papers' formula as written: the first layer as MACs, every other layer as
+            ``literal_rate * dense_macs`` ACs, with fr_l the FRACTION OF NONZERO inputs
+            (the Spike-driven Transformer's appendix: a spike count of 2 counts once), and
+            for a product of two activations the rate of its spike operand (the sparser
+            one when both are spikes: Spikingformer's ``min(fr_K, fr_V)`` for ``K^T V``).
+``events``  value-weighted spike counts: the first layer as MACs; every other layer as the
+            accumulates its input triggers (``events``: a count of n is n accumulates per
+            synapse) when that input is integer-valued, else ``input_rate * dense_macs``
+            (the audit lists those layers). ``paper`` is an alias kept for old callers.
 ``strict``  a layer whose input is strictly binary is charged ``events`` ACs; any other
-            layer (first layer, spike-sum residual, real-valued input) is charged its
-            dense MACs, as Spikingformer's recount of Spikformer does.
+            layer (first layer, spike-sum residual, real-valued input) its dense MACs, as
+            Spikingformer's recount of Spikformer does (its ``ops.spike_rate``, Nspks_max 1).
 
-``first_layer_once=True`` charges the first layer's MACs once instead of T times (some
-papers do: a static image repeated T times gives T identical first-layer outputs); the
-default charges what runs, T times.
+First layer: a static image repeated over T gives T identical first-layer outputs, so
+``first_layer_once=True`` charges its MACs once; event frames differ per step and are charged
+T times. ``profile_model`` decides from the input (``first_layer="auto"``), with an override.
 
 Mask operations (element-wise AND of two spike tensors: SEMM's ``R (.) O``, EMSP's gate,
-SDSA's ``Q (.) KV``) are counted and reported but charged 0 pJ, as in the papers; neuron
-updates and BatchNorm (folded into the weights at inference) are not charged either.
-An ANN (no binary inputs anywhere) is charged MACs for every layer in both conventions.
+SDSA's ``Q (.) KV``) are counted and charged 0 pJ, as in the papers. SDSA's column sum
+``SUM_n K (.) V`` is additions: a ``"sum"`` record, one AC per nonzero entry, in every
+convention. Neuron updates and BatchNorm (folded into the weights at inference) are not
+charged. An ANN (no binary inputs anywhere) is charged MACs for every layer.
 """
 from __future__ import annotations
 
@@ -35,7 +39,8 @@ from dataclasses import asdict, dataclass
 
 from .op_counts import OpRecord
 
-__all__ = ["COST_TABLES", "CONVENTIONS", "CostTable", "LayerEnergy", "audit", "layer_energy"]
+__all__ = ["ALIASES", "COST_TABLES", "CONVENTIONS", "FIRST_LAYER", "CostTable", "LayerEnergy",
+           "audit", "convention_name", "cost_table", "first_layer_mode", "layer_energy"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,31 @@ COST_TABLES = {
     "45nm-fp16": CostTable("45nm-fp16", 1.5, 0.4, "Horowitz, ISSCC 2014, 45 nm, 16-bit float"),
     "45nm-int8": CostTable("45nm-int8", 0.23, 0.03, "Horowitz, ISSCC 2014, 45 nm, 8-bit int"),
 }
-CONVENTIONS = ("paper", "strict")
+CONVENTIONS = ("literal", "events", "strict")
+ALIASES = {"paper": "events"}  # the name ``events`` had before ``literal`` was added
+FIRST_LAYER = ("auto", "once", "T-times")
+
+
+def convention_name(name: str) -> str:
+    """``name`` with aliases resolved; an unknown name raises, listing the valid ones."""
+    name = ALIASES.get(name, name)
+    if name not in CONVENTIONS:
+        raise ValueError(f"unknown convention {name!r}; expected one of {CONVENTIONS} "
+                         f"(or the alias {', '.join(ALIASES)})")
+    return name
+
+
+def first_layer_mode(value) -> str:
+    """``"auto"``, ``"once"`` or ``"T-times"``; also takes ``None`` (auto), ``True`` (once)
+    and ``False`` (T times), the older boolean ``first_layer_once``."""
+    if value is None:
+        return "auto"
+    if isinstance(value, bool):
+        return "once" if value else "T-times"
+    if value not in FIRST_LAYER:
+        raise ValueError(f"first layer: expected one of {FIRST_LAYER} (auto: once for a static "
+                         f"image repeated over T, T times for event frames), got {value!r}")
+    return value
 
 
 def cost_table(name: str) -> CostTable:
@@ -88,27 +117,26 @@ def layer_energy(rec: OpRecord, convention: str, table: CostTable, samples: int 
     """Charge one ``OpRecord`` (counted over ``samples`` inferences) per inference.
 
     ``spiking=False`` (a model without spiking neurons, e.g. an ANN baseline): every layer
-    is charged its dense MACs in both conventions, whatever its input sparsity."""
-    if convention not in CONVENTIONS:
-        raise ValueError(f"unknown convention {convention!r}; expected one of {CONVENTIONS}")
+    is charged its dense MACs in every convention, whatever its input sparsity."""
+    convention = convention_name(convention)
     dense = rec.dense_macs / samples
     macs = sops = masks = 0.0
     if rec.kind == "mask":
         masks = dense
+    elif rec.kind == "sum":  # SDSA's column sum: one addition per nonzero entry
+        sops = rec.events / samples
+    elif rec.first:
+        macs = dense / time_steps if first_layer_once else dense
     elif not spiking:
         macs = dense
-    elif convention == "paper":
-        if rec.first:
-            macs = dense / time_steps if first_layer_once else dense
-        elif rec.integer:
-            sops = rec.events / samples
-        else:
-            sops = rec.input_rate * dense
-    else:  # strict
-        if rec.binary and not rec.first:
-            sops = rec.events / samples
-        else:
-            macs = dense / time_steps if (rec.first and first_layer_once) else dense
+    elif convention == "literal":
+        sops = rec.literal_rate * dense
+    elif convention == "events":
+        sops = rec.events / samples if rec.integer else rec.input_rate * dense
+    elif rec.binary:  # strict
+        sops = rec.events / samples
+    else:
+        macs = dense
     energy = macs * table.e_mac_pj + sops * table.e_ac_pj
     return LayerEnergy(rec.layer, rec.kind, dense, rec.input_rate, rec.binary, rec.integer,
                        rec.first, macs, sops, masks, energy)
@@ -129,7 +157,7 @@ def audit(records: list[OpRecord]) -> list[dict]:
     """
     out = []
     for r in records:
-        if r.kind == "mask" or r.binary:
+        if r.kind in ("mask", "sum") or r.binary:
             continue
         if r.first:
             reason = "first layer: reads the model input" + (

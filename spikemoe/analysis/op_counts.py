@@ -20,6 +20,11 @@ activation-by-activation matmul this records:
     first        it consumed the model input: the first matmul/conv of a forward, if no
                  spiking neuron ran before it (a net that starts with a neuron, e.g. an
                  input-encoding LIF, has no first layer: its first synapses read spikes)
+    bias_adds    additions of a bias (one per output element of a layer with a bias):
+                 Spikingformer's counting tool adds them to a layer's operations
+    operand_*    per activation operand (1 for a Linear / Conv, 2 for a matmul of two
+                 activations): nonzero entries, entries, all binary. ``literal_rate`` reads
+                 them: the rate of the spike operand (the sparser one when both are spikes)
 
 Each activation-by-activation matmul is its own record, named ``<module>#<i>`` for the
 i-th such product (1-based) that module runs in a forward: SSA's ``Q K^T`` (spike by
@@ -27,12 +32,21 @@ spike, binary) and ``(Q K^T) V`` (spike counts by spikes) differ in kind, and on
 merged record would charge the binary one as MACs under the ``strict`` convention.
 
 Element-wise products of two spike tensors outside neurons (SEMM's ``R (.) O`` and
-``G (.) Z2``, SDSA's ``Q (.) KV``) are counted as ``mask_ops`` (one AND per output).
+``G (.) Z2``, SDSA's ``Q (.) KV``) are counted as ``mask_ops`` (one AND per output). A sum
+over an axis of such a product is a record of kind ``"sum"``: SDSA's column sum
+``SUM_n K (.) V`` (Yao et al., NeurIPS 2023, eq. 10) accumulates one addition per nonzero
+entry (``events``), which every convention charges as ACs.
 BatchNorm is not counted: at inference it folds into the preceding layer's weights.
+
+``count_operations(..., shapes_only=True)`` runs on meta tensors (no data, no arithmetic):
+only the shapes are recorded (``dense_macs``, ``bias_adds``, ``first``), the dense operation
+table that ``rate_energy`` charges with published firing rates.
+
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import weakref
+from dataclasses import asdict, dataclass, field
 from math import prod
 
 import torch
@@ -51,6 +65,7 @@ _MATMULS = {
     aten.convolution.default: ("conv", (0, 1)),
 }
 _MASKS = (aten.mul.Tensor,)
+_SUMS = (aten.sum.dim_IntList,)
 
 
 @dataclass
@@ -58,7 +73,9 @@ class OpRecord:
     """Counts of one layer (all its calls in the forwards seen), see the module docstring."""
 
     layer: str
-    kind: str  # "linear" (weight matmul), "conv", "matmul" (activation x activation), "mask"
+    # "linear" (weight matmul), "conv", "matmul" (activation x activation), "mask" (AND of
+    # two spike tensors), "sum" (a sum over an axis of a mask: SDSA's column sum)
+    kind: str
     calls: int = 0
     dense_macs: int = 0
     input_elements: int = 0
@@ -67,13 +84,66 @@ class OpRecord:
     binary: bool = True
     integer: bool = True
     first: bool = False
+    bias_adds: int = 0
+    operand_nonzero: list[int] = field(default_factory=list)
+    operand_elements: list[int] = field(default_factory=list)
+    operand_binary: list[bool] = field(default_factory=list)
 
     @property
     def input_rate(self) -> float:
         return self.input_nonzero / self.input_elements if self.input_elements else 0.0
 
+    @property
+    def operand_rates(self) -> list[float]:
+        """Nonzero fraction of each activation operand."""
+        return [nz / n if n else 0.0 for nz, n in zip(self.operand_nonzero,
+                                                       self.operand_elements, strict=True)]
+
+    @property
+    def literal_rate(self) -> float:
+        """The papers' ``fr_l``: the nonzero fraction of the layer's spike input.
+
+        One operand: its rate. Two (a matmul of activations): the rate of the binary operand,
+        the smaller when both are binary (Spikingformer charges ``K^T V`` at
+        ``min(fr_K, fr_V)`` and ``Q (K^T V)`` at ``fr_Q``, ``imagenet/energy_consumption_
+        calculation/flops_counter.py``); the overall nonzero fraction when neither is."""
+        spikes = [r for r, b in zip(self.operand_rates, self.operand_binary, strict=True) if b]
+        return min(spikes) if spikes else self.input_rate
+
+    def merge(self, other: OpRecord) -> None:
+        """Add ``other`` (the same layer in another forward) into this record."""
+        self.calls += other.calls
+        self.dense_macs += other.dense_macs
+        self.input_elements += other.input_elements
+        self.input_nonzero += other.input_nonzero
+        self.events += other.events
+        self.binary &= other.binary
+        self.integer &= other.integer
+        self.first |= other.first
+        self.bias_adds += other.bias_adds
+        self._add_operands(other.operand_nonzero, other.operand_elements, other.operand_binary)
+
+    def _add_operands(self, nonzero: list[int], elements: list[int],
+                      binary: list[bool]) -> None:
+        if not self.operand_elements:
+            self.operand_nonzero = [0] * len(elements)
+            self.operand_elements = [0] * len(elements)
+            self.operand_binary = [True] * len(elements)
+        for i, (nz, n, b) in enumerate(zip(nonzero, elements, binary, strict=True)):
+            self.operand_nonzero[i] += nz
+            self.operand_elements[i] += n
+            self.operand_binary[i] &= b
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "input_rate": self.input_rate}
+        return {**asdict(self), "input_rate": self.input_rate,
+                "literal_rate": self.literal_rate}
+
+
+def _storage_key(t: torch.Tensor) -> int:
+    """Which storage ``t`` views: its address; on the meta device (every address 0) the
+    storage object's own identity."""
+    storage = t.untyped_storage()
+    return storage._cdata if t.is_meta else storage.data_ptr()
 
 
 def _is_binary(x: torch.Tensor) -> bool:
@@ -148,15 +218,17 @@ class LayerOpCounter(BaseCounter):
     counted: neuron updates are not synaptic operations.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, shapes_only: bool = False) -> None:
         super().__init__()
-        self.rules = {func: (lambda *a: 0) for func in (*_MATMULS, *_MASKS)}
+        self.shapes_only = shapes_only
+        self.rules = {func: (lambda *a: 0) for func in (*_MATMULS, *_MASKS, *_SUMS)}
         self.ignore_modules = []  # neurons are recognised in ``count`` (see the docstring)
         self.ops: dict[tuple[str, str], OpRecord] = {}
         self._weights: set[int] = set()
         self._root = ""
         self._first_pending = True
         self._matmul_index: dict[str, int] = {}
+        self._masks: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
     def has_rule(self, func) -> bool:
         return True
@@ -166,7 +238,7 @@ class LayerOpCounter(BaseCounter):
 
     def bind(self, model: nn.Module) -> LayerOpCounter:
         """Remember ``model``'s parameters (to tell weights from activations) and its name."""
-        self._weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        self._weights = {_storage_key(p) for p in model.parameters()}
         self._root = type(model).__name__
         return self
 
@@ -175,7 +247,7 @@ class LayerOpCounter(BaseCounter):
         self._matmul_index = {}
 
     def _is_weight(self, t: torch.Tensor) -> bool:
-        return t.untyped_storage().data_ptr() in self._weights
+        return _storage_key(t) in self._weights
 
     def _layer(self, parent_names) -> str:
         name = max(parent_names, key=len) if parent_names else "Global"
@@ -190,8 +262,13 @@ class LayerOpCounter(BaseCounter):
         if func not in self.rules:
             return 0
         layer = self._layer(parent_names)
+        if self.shapes_only and func not in _MATMULS:
+            return 0  # masks and sums cost nothing to look up from shapes alone
         if func in _MASKS:
             self._count_mask(layer, args, out)
+            return 0
+        if func in _SUMS:
+            self._count_sum(layer, args[0])
             return 0
         kind, (ia, ib) = _MATMULS[func]
         a, b = args[ia], args[ib]
@@ -207,6 +284,14 @@ class LayerOpCounter(BaseCounter):
         rec = self.ops.setdefault((layer, kind), OpRecord(layer, kind))
         rec.calls += 1
         rec.dense_macs += _dense_macs(func, a, b, out, args)
+        bias = args[0] if func is aten.addmm.default or func is aten.baddbmm.default else (
+            args[2] if func is aten.convolution.default else None)
+        if torch.is_tensor(bias):
+            rec.bias_adds += out.numel()
+        if self._first_pending:
+            rec.first, self._first_pending = True, False
+        if self.shapes_only:
+            return 0
         binary = all(_is_binary(t) for t in acts)
         counts = binary or all(_is_count(t) for t in acts)  # binary implies counts
         rec.binary &= binary
@@ -214,8 +299,7 @@ class LayerOpCounter(BaseCounter):
         nonzero = [int(t.count_nonzero()) for t in acts]
         rec.input_elements += sum(t.numel() for t in acts)
         rec.input_nonzero += sum(nonzero)
-        if self._first_pending:
-            rec.first, self._first_pending = True, False
+        rec._add_operands(nonzero, [t.numel() for t in acts], [_is_binary(t) for t in acts])
         if binary and kind == "linear":  # spikes x weights: nnz(X) * fan-out, no extra pass
             rec.events += nonzero[0] * (b.shape[-1] if b_weight else a.shape[-2])
         elif counts:
@@ -231,14 +315,32 @@ class LayerOpCounter(BaseCounter):
         rec.dense_macs += out.numel()  # one AND per output element
         rec.input_elements += a.numel() + b.numel()
         rec.input_nonzero += int(a.count_nonzero()) + int(b.count_nonzero())
+        self._masks[id(out)] = out  # a sum over it is an accumulate (``_count_sum``)
+
+    def _count_sum(self, layer: str, x) -> None:
+        """A sum over an axis of a mask (SDSA's ``SUM_n K (.) V``): one AC per nonzero entry."""
+        if not torch.is_tensor(x) or self._masks.get(id(x)) is not x:
+            return
+        nonzero = int(x.count_nonzero())
+        rec = self.ops.setdefault((layer, "sum"), OpRecord(layer, "sum"))
+        rec.calls += 1
+        rec.dense_macs += x.numel()  # one addition per entry if dense
+        rec.input_elements += x.numel()
+        rec.input_nonzero += nonzero
+        rec.events += nonzero
+        rec._add_operands([nonzero], [x.numel()], [True])
 
     def layer_records(self) -> list[OpRecord]:
         return list(self.ops.values())
 
 
 @torch.no_grad()
-def count_operations(model: nn.Module, x: torch.Tensor) -> tuple[LayerOpCounter, object]:
+def count_operations(model: nn.Module, x: torch.Tensor, shapes_only: bool = False
+                     ) -> tuple[LayerOpCounter, object]:
     """Run ``model(x)`` once under a new counter; returns ``(counter, model output)``.
+
+    ``shapes_only=True``: record only what the shapes give (``dense_macs``, ``bias_adds``,
+    ``first``); for a model and input on the ``meta`` device (no arithmetic runs).
 
     Spiking neurons run with the counting mode switched off (their updates are not synaptic
     operations, and in a spiking transformer they are most of the aten calls, so this is
@@ -246,7 +348,7 @@ def count_operations(model: nn.Module, x: torch.Tensor) -> tuple[LayerOpCounter,
     """
     from torch.utils._python_dispatch import _pop_mode_temporarily
 
-    counter = LayerOpCounter().bind(model)
+    counter = LayerOpCounter(shapes_only).bind(model)
     counter.new_forward()
     paused: list = []
 

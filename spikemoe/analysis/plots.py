@@ -3,7 +3,7 @@
     firing_rates.png    heatmap: spiking neuron layer (rows) x time step (columns), rate
     router_rates.png    per SEMM router: average spiking rate per expert (bars, one panel a
                         router; channel-wise EMSP gates with many experts as a line)
-    energy_layers.png   energy per layer under both conventions (horizontal bars, uJ)
+    energy_layers.png   energy per layer under each convention (horizontal bars, uJ)
 
 Each plot is its own ``matplotlib.figure.Figure``, rendered by the Agg canvas that
 ``savefig`` picks for PNG: pyplot is not used, so the process's backend and pyplot's list of
@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..files import atomic_write
+from .energy import CONVENTIONS
 from .results import ProfileResult
 
 __all__ = ["plot_profile"]
@@ -80,7 +81,7 @@ def plot_router_rates(profile: ProfileResult, path: Path) -> Path:
 
 def plot_energy_layers(profile: ProfileResult, path: Path) -> Path:
     energy = profile.energy
-    conventions = list(energy)
+    conventions = list(CONVENTIONS)  # aliases ("paper") left out: the same bars twice
     names = [f"{e.layer} ({e.kind})" for e in energy[conventions[0]].layers if e.kind != "mask"]
     fig = _figure((7.5, 1.2 + 0.28 * max(len(names), 1)))
     ax = fig.subplots()

@@ -1,5 +1,6 @@
 """Profile a model over evaluation samples: firing rates, router statistics, operation
-counts and energy per inference (both conventions), per layer and in total.
+counts and energy per inference (every convention of ``energy.CONVENTIONS``), per layer and in
+total.
 
 The samples run in batches, each batch under SpikingJelly's ``DispatchCounterMode`` with a
 ``LayerOpCounter`` (records merged over the batches) and all of them under a
@@ -23,7 +24,17 @@ from spikingjelly.activation_based.neuron import BaseNode
 from torch import nn
 
 from ..contract import model_facts
-from .energy import CONVENTIONS, CostTable, LayerEnergy, audit, cost_table, layer_energy
+from ..layers.kernels import current_ssa_order, ssa_product_order
+from .energy import (
+           ALIASES,
+           CONVENTIONS,
+           CostTable,
+           LayerEnergy,
+           audit,
+           cost_table,
+           first_layer_mode,
+           layer_energy,
+)
 from .firing_rates import FiringRateMonitor
 from .health import firing_warnings, silent_layers
 from .op_counts import OpRecord, count_operations
@@ -42,24 +53,19 @@ __all__ = ["profile_model", "top1_counts"]
 def merge_records(total: dict[tuple[str, str], OpRecord], records: list[OpRecord]) -> None:
     """Add one forward's records into running totals, keyed by (layer, kind)."""
     for r in records:
-        t = total.get((r.layer, r.kind))
-        if t is None:
-            total[(r.layer, r.kind)] = OpRecord(**vars(r))
-            continue
-        t.calls += r.calls
-        t.dense_macs += r.dense_macs
-        t.input_elements += r.input_elements
-        t.input_nonzero += r.input_nonzero
-        t.events += r.events
-        t.binary &= r.binary
-        t.integer &= r.integer
-        t.first |= r.first
+        total.setdefault((r.layer, r.kind), OpRecord(r.layer, r.kind)).merge(r)
 
 
 def _batch(xs: list[torch.Tensor]) -> torch.Tensor:
     """Samples without batch axis -> one batch: [T, C, H, W] -> [T, B, C, H, W] (time-major,
     the model contract); [C, H, W] -> [B, C, H, W]; byte ids [N] -> [B, N]."""
     return torch.stack(xs, 1) if xs[0].dim() == 4 else torch.stack(xs, 0)
+
+
+def _first_layer_once(mode: str, x: torch.Tensor) -> bool:
+    """Charge the first layer once? ``auto``: yes unless ``x`` is time-major event frames
+    ``[T, B, C, H, W]`` (a static image, byte ids...: the same input at every step)."""
+    return mode == "once" or (mode == "auto" and x.dim() != 5)
 
 
 def _time_steps(model: nn.Module, x: torch.Tensor) -> int:
@@ -87,17 +93,18 @@ class _Pricing:
     """How counted operations are charged (``energy.layer_energy``)."""
 
     costs: CostTable
-    first_layer_once: bool
+    first_layer: str  # energy.FIRST_LAYER: auto | once | T-times
     spiking: bool  # False: an ANN, charged MACs everywhere
 
     def layers(self, records: list[OpRecord], convention: str, samples: int,
-               steps: int) -> list[LayerEnergy]:
-        return [layer_energy(r, convention, self.costs, samples, steps, self.first_layer_once,
-                             self.spiking) for r in records]
+               steps: int, once: bool) -> list[LayerEnergy]:
+        return [layer_energy(r, convention, self.costs, samples, steps, once, self.spiking)
+                for r in records]
 
-    def forward_mj(self, records: list[OpRecord], convention: str, steps: int) -> float:
+    def forward_mj(self, records: list[OpRecord], convention: str, steps: int,
+                   once: bool) -> float:
         """Energy of one forward in mJ (all the samples it ran)."""
-        return sum(e.energy_pj for e in self.layers(records, convention, 1, steps)) * 1e-9
+        return sum(e.energy_pj for e in self.layers(records, convention, 1, steps, once)) * 1e-9
 
 
 @dataclass
@@ -109,13 +116,16 @@ class _Tally:
     spread: dict[str, list[float]] = field(default_factory=lambda: {c: [] for c in CONVENTIONS})
     samples: int = 0
     steps: int = 1
+    once: bool = False  # the first layer charged once (resolved from the input)
     correct: int = 0
     labelled: int = 0
 
-    def add_spread(self, records: list[OpRecord], steps: int, size: int) -> None:
+    def add_spread(self, records: list[OpRecord], x: torch.Tensor, steps: int,
+                   size: int) -> None:
         """One spread point: the energy per sample (mJ) of a forward of ``size`` samples."""
+        once = _first_layer_once(self.pricing.first_layer, x)
         for c in CONVENTIONS:
-            self.spread[c].append(self.pricing.forward_mj(records, c, steps) / size)
+            self.spread[c].append(self.pricing.forward_mj(records, c, steps, once) / size)
 
 
 def _measure(model: nn.Module, samples: Iterable, monitor: FiringRateMonitor, tally: _Tally, *,
@@ -129,11 +139,12 @@ def _measure(model: nn.Module, samples: Iterable, monitor: FiringRateMonitor, ta
     def run_batch() -> None:
         xb = _batch([x for x, _ in pending])
         tally.steps = _time_steps(model, xb)
+        tally.once = _first_layer_once(tally.pricing.first_layer, xb)
         counter, out = count_operations(model, xb)
         records = counter.layer_records()
         merge_records(tally.totals, records)
         if spread_per_batch:
-            tally.add_spread(records, tally.steps, len(pending))
+            tally.add_spread(records, xb, tally.steps, len(pending))
         logits = out.logits if hasattr(out, "logits") else out
         correct, labelled = score(logits, [y for _, y in pending])
         tally.correct += correct
@@ -149,7 +160,7 @@ def _measure(model: nn.Module, samples: Iterable, monitor: FiringRateMonitor, ta
             xs = _batch([x])
             with monitor.paused():
                 one, _ = count_operations(model, xs)
-            tally.add_spread(one.layer_records(), _time_steps(model, xs), 1)
+            tally.add_spread(one.layer_records(), xs, _time_steps(model, xs), 1)
         pending.append((x, y))
         tally.samples += 1
         if len(pending) == batch_size:
@@ -170,7 +181,7 @@ def _spread(values: list[float]) -> tuple[float, float, float, float]:
 def _convention_energy(tally: _Tally, records: list[OpRecord], convention: str) -> ConventionEnergy:
     """Energy per inference under ``convention``: the mean over all samples (from the merged
     records), the spread over the spread points."""
-    layers = tally.pricing.layers(records, convention, tally.samples, tally.steps)
+    layers = tally.pricing.layers(records, convention, tally.samples, tally.steps, tally.once)
     mean = sum(e.energy_pj for e in layers) * 1e-9  # pJ -> mJ
     s_mean, std, lo, hi = _spread(tally.spread[convention])
     return ConventionEnergy(
@@ -181,7 +192,8 @@ def _convention_energy(tally: _Tally, records: list[OpRecord], convention: str) 
 
 @torch.no_grad()
 def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp32",
-                  first_layer_once: bool = False, max_samples: int | None = None,
+                  first_layer_once: bool | str | None = "auto", ssa_order: str | None = None,
+                  max_samples: int | None = None,
                   batch_size: int = 32, spread_samples: int = 16,
                   progress=None, score=top1_counts) -> ProfileResult:
     """Run ``model`` on the samples and measure it.
@@ -207,7 +219,14 @@ def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp3
             ``[C, H, W]`` or byte ids ``[N]``) and y its label (or None); the first
             ``max_samples`` are used.
         table: cost table name (``energy.COST_TABLES``).
-        first_layer_once: charge the first layer's MACs once instead of T times.
+        first_layer_once: how often the first layer's MACs are charged: ``"auto"`` (default:
+            once for an input that is the same at every step, a static image ``[B, C, H, W]``
+            repeated T times; T times for event frames ``[T, B, ...]``), ``"once"`` (or True),
+            ``"T-times"`` (or False).
+        ssa_order: SSA's product order while counting (``layers.kernels.SSA_ORDERS``:
+            ``"auto"`` the cheaper, ``"q(kv)"``, ``"(qk)v"``); None keeps the order set by an
+            enclosing ``ssa_product_order`` block (``"auto"`` outside one). The value is the
+            same, the counted operations differ.
         batch_size: samples per forward of the main pass.
         spread_samples: samples run alone for the spread.
         progress: anything with ``update(n)`` (a tqdm bar), told of every batch.
@@ -215,7 +234,8 @@ def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp3
             result reports (the engine passes its task's ``profile_score``; default
             ``top1_counts``, per-sample top-1).
     Returns:
-        A ``ProfileResult``: energy per convention (mean mJ per inference and its spread,
+        A ``ProfileResult``: energy per convention (``energy["paper"]`` is ``"events"``; mean
+        mJ per inference and its spread,
         totals, per-layer breakdown), ops (dense MACs per layer and in total), firing
         (per-layer rates, per time step, mean rate, silent layers), routers (per router:
         rate per expert and time step, usage, routed-to-none), audit (layers whose input is not
@@ -224,6 +244,8 @@ def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp3
         ``to_json()`` is the ``profile.json`` dict.
     """
     costs = cost_table(table)
+    first_layer = first_layer_mode(first_layer_once)
+    ssa_order = current_ssa_order() if ssa_order is None else ssa_order
     if batch_size < 1 or spread_samples < 1:
         raise ValueError(f"batch_size and spread_samples must be >= 1, got {batch_size}, "
                          f"{spread_samples}")
@@ -232,11 +254,11 @@ def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp3
     unit = model_facts(model).measurement_batch
     if unit is not None:  # the model's own measurement batch; spread over those batches
         batch_size, spread_samples = int(unit), 0
-    tally = _Tally(_Pricing(costs, first_layer_once, spiking))
+    tally = _Tally(_Pricing(costs, first_layer, spiking))
     was_training = model.training
     model.eval()
     try:
-        with FiringRateMonitor(model) as monitor:
+        with ssa_product_order(ssa_order), FiringRateMonitor(model) as monitor:
             _measure(model, samples, monitor, tally, batch_size=batch_size,
                      spread_samples=spread_samples, spread_per_batch=unit is not None,
                      max_samples=max_samples, progress=progress, score=score)
@@ -247,12 +269,15 @@ def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp3
         raise ValueError("profile got no samples: the dataset split is empty or --samples is 0")
     records = list(tally.totals.values())
     rates = monitor.result()
+    energy = {c: _convention_energy(tally, records, c) for c in CONVENTIONS}
+    energy.update({alias: energy[c] for alias, c in ALIASES.items()})
     return ProfileResult(
-        samples=n, time_steps=tally.steps, cost_table=costs, first_layer_once=first_layer_once,
+        samples=n, time_steps=tally.steps, cost_table=costs, first_layer_once=tally.once,
+        first_layer=first_layer, ssa_order=ssa_order,
         spiking=spiking, batch_size=batch_size,
         spread_unit=("sample (each run alone)" if unit is None or batch_size == 1 else
                      f"batch of {batch_size} (the model's routing group), per sample"),
-        energy={c: _convention_energy(tally, records, c) for c in CONVENTIONS},
+        energy=energy,
         ops=OpCounts(records, n),
         firing=FiringSummary(rates.mean_rate(), rates.layers, silent_layers(rates.layers)),
         routers=rates.routers,

@@ -13,7 +13,7 @@ from .results import ProfileResult
 __all__ = ["profile_to_dir"]
 
 
-def profile_to_dir(result: ProfileResult, out: str | Path, convention: str = "paper") -> list[Path]:
+def profile_to_dir(result: ProfileResult, out: str | Path, convention: str = "events") -> list[Path]:
     """Write ``profile.json`` (``result.to_json()``), ``profile.md`` (in ``convention``) and the
     PNG plots into ``out`` (created if missing); returns the written paths.
 

@@ -1,7 +1,9 @@
 """Tables: one profile as markdown (``profile.md``), and many runs side by side
 (``spikemoe report``: markdown and CSV). Top-1 is in percent (next-byte accuracy for a
 language model, whose perplexity has its own column); SOPs and MACs per inference under the
-``paper`` convention; energies per inference under both.
+``events`` convention; energies per inference under each (``literal``, ``events``, ``strict``;
+a profile.json written before ``literal`` existed has ``paper`` for ``events`` and no
+``literal``: that cell is empty).
 
 A run directory is what ``spikemoe train`` writes: ``config.yaml``, ``metrics.jsonl``,
 ``summary.json`` and, when the run was profiled, ``profile/profile.json``.
@@ -20,6 +22,7 @@ import io
 from collections.abc import Callable
 from pathlib import Path
 
+from .energy import CONVENTIONS, convention_name
 from .health import firing_warnings
 from .results import ProfileResult
 from .runlog import read_json_file, read_jsonl
@@ -38,11 +41,12 @@ def _fmt(v, digits: int = 4) -> str:
     return str(v)
 
 
-def profile_markdown(p: ProfileResult, convention: str = "paper") -> str:
+def profile_markdown(p: ProfileResult, convention: str = "events") -> str:
     """The profile of one model as markdown: summary, energy per layer, audit, routers."""
+    convention = convention_name(convention)
     e = p.energy[convention]
     spread = e.per_inference
-    other = [c for c in p.energy if c != convention]
+    other = [c for c in CONVENTIONS if c != convention and c in p.energy]
     t = p.cost_table
     lines = [f"# Profile: {_known(p.model)} on {_known(p.data)}", ""]
     for w in p.warnings:  # first, before any figure a reader could take at face value
@@ -112,8 +116,8 @@ def profile_warnings(p: dict) -> list[dict]:
 
 
 RUN_COLUMNS = ("run", "model", "data", "T", "params", "best_top1", "final_top1",
-               "final_perplexity", "sops", "macs", "energy_paper_mJ", "energy_strict_mJ",
-               "mean_firing_rate", "warnings")
+               "final_perplexity", "sops", "macs", "energy_literal_mJ", "energy_events_mJ",
+               "energy_strict_mJ", "mean_firing_rate", "warnings")
 
 _SHORT = {"no_spikes": "NO SPIKES (dead network)", "stem_silent": "NO SPIKE PASSES THE STEM",
           "input_shape_mismatch": "input shape mismatch"}
@@ -185,10 +189,16 @@ def gather_run(run_dir: str | Path,
     if prof_path.is_file():
         p = read_json_file(prof_path, f"It is written by `spikemoe profile`: run `spikemoe "
                            f"profile {run} --out {run / 'profile'}` to write it again.")
+        energy = p["energy"]
+        events = energy.get("events", energy.get("paper"))  # "paper": before "literal" existed
+
+        def mj(e):
+            return None if e is None else e["per_sample_mJ"]["mean"]
+
         row.update(params=p.get("params"), T=p.get("T", row["T"]),
-                   sops=p["energy"]["paper"]["sops"], macs=p["energy"]["paper"]["macs"],
-                   energy_paper_mJ=p["energy"]["paper"]["per_sample_mJ"]["mean"],
-                   energy_strict_mJ=p["energy"]["strict"]["per_sample_mJ"]["mean"],
+                   sops=events["sops"], macs=events["macs"],
+                   energy_literal_mJ=mj(energy.get("literal")), energy_events_mJ=mj(events),
+                   energy_strict_mJ=mj(energy["strict"]),
                    mean_firing_rate=p["firing"]["mean_rate"])
         warned = profile_warnings(p)  # first in the cell: they concern the figures themselves
         codes = [w["code"] for w in warned]
@@ -205,10 +215,11 @@ def runs_markdown(rows: list[dict]) -> str:
     """The runs as a markdown table; a run whose profile measured a dead network has ``(!)``
     on its energy and firing cells, and every run's notes follow the table."""
     head = ("| run | model | data | T | params | best top-1 | final top-1 | perplexity | "
-            "SOPs (paper) | MACs (paper) | energy paper (mJ) | energy strict (mJ) | "
-            "mean firing rate | warnings |")
-    lines = [head, "| " + " | ".join(["---"] * 3 + ["---:"] * 10 + ["---"]) + " |"]
-    flagged = ("sops", "energy_paper_mJ", "energy_strict_mJ", "mean_firing_rate")
+            "SOPs (events) | MACs (events) | energy literal (mJ) | energy events (mJ) | "
+            "energy strict (mJ) | mean firing rate | warnings |")
+    lines = [head, "| " + " | ".join(["---"] * 3 + ["---:"] * 11 + ["---"]) + " |"]
+    flagged = ("sops", "energy_literal_mJ", "energy_events_mJ", "energy_strict_mJ",
+               "mean_firing_rate")
     for r in rows:
         dead = any(c in _DEAD for c in r.get("warning_codes", []))
         cells = []

@@ -1,14 +1,17 @@
 """The typed result of a profile (``profile_model``): counting, spread, energy, firing and
 routing, warnings, and where the measurement came from.
 
-Code reads the attributes (``result.energy["paper"].per_inference.mean``); ``to_json()``
+Code reads the attributes (``result.energy["events"].per_inference.mean``; ``"paper"`` is an
+alias of ``"events"``); ``to_json()``
 gives the dict stored as ``profile.json``, whose keys, order and values are what
 ``spikemoe report`` and users read:
 
     model, data, split, weights, params     where from (set by the engine; absent otherwise)
-    samples, T, cost_table, first_layer_once, spiking, batch_size, spread_unit
-    energy      per convention: per_sample_mJ {mean, spread_mean, std, min, max,
-                spread_samples}, mJ, macs, sops, mask_ops, layers
+    samples, T, cost_table, first_layer (auto | once | T-times, as asked),
+    first_layer_once (as charged), ssa_order, spiking, batch_size, spread_unit
+    energy      per convention (literal, events, strict): per_sample_mJ {mean, spread_mean,
+                std, min, max, spread_samples}, mJ, macs, sops, mask_ops, layers
+    energy_aliases  {"paper": "events"}: the older name of a convention
     ops         dense_macs, layers (per inference)
     firing      mean_rate, layers, silent_layers
     routers, audit, warnings, accuracy {top1, n} (only with labels)
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .energy import CostTable, LayerEnergy
+from .energy import ALIASES, CostTable, LayerEnergy
 from .health import ProfileWarning
 from .op_counts import OpRecord
 
@@ -137,9 +140,11 @@ class ProfileResult:
 
     Attributes:
         samples: samples measured; ``time_steps``: T of the forwards (``"T"`` in JSON).
-        cost_table, first_layer_once, spiking: how the energy was charged.
+        cost_table, first_layer_once, spiking: how the energy was charged
+            (``first_layer_once``: as resolved from ``first_layer``, the mode asked for).
+        ssa_order: SSA's product order while counting (``layers.kernels.SSA_ORDERS``).
         batch_size, spread_unit: the batches of the main pass and what the spread is over.
-        energy: per convention; ``ops``: counted operations; ``firing``: neuron layers.
+        energy: per convention, aliases included (``"paper"`` -> ``"events"``); ``ops``: counted operations; ``firing``: neuron layers.
         routers: router name -> ``{expert_rate, expert_rate_per_step, expert_usage,
             routed_to_none, num_experts}`` (``FiringRateMonitor``).
         audit: layers whose input is not binary (``energy.audit``), [] for an ANN.
@@ -164,6 +169,8 @@ class ProfileResult:
     audit: list[dict]
     warnings: list[ProfileWarning] = field(default_factory=list)
     accuracy: Accuracy | None = None
+    first_layer: str = "auto"
+    ssa_order: str = "auto"
     model: str | None = None
     data: str | None = None
     split: str | None = None
@@ -179,11 +186,14 @@ class ProfileResult:
             "T": self.time_steps,
             "cost_table": {"name": t.name, "e_mac_pj": t.e_mac_pj, "e_ac_pj": t.e_ac_pj,
                            "source": t.source},
+            "first_layer": self.first_layer,
             "first_layer_once": self.first_layer_once,
+            "ssa_order": self.ssa_order,
             "spiking": self.spiking,
             "batch_size": self.batch_size,
             "spread_unit": self.spread_unit,
-            "energy": {c: e.to_json() for c, e in self.energy.items()},
+            "energy": {c: e.to_json() for c, e in self.energy.items() if c not in ALIASES},
+            "energy_aliases": {a: c for a, c in ALIASES.items() if a in self.energy},
             "ops": self.ops.to_json(),
             "firing": self.firing.to_json(),
             "routers": self.routers,

@@ -17,6 +17,8 @@ from ..neurons import BackendUnavailableError
 from .backends import add_backends_parser
 from .convert import add_convert_parser
 from .data import add_data_parser
+from .energy import add_energy_parser
+from .export import add_export_parser
 from .models import add_models_parser
 from .profile import add_analysis_parsers
 from .train import add_engine_parsers
@@ -43,9 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_models_parser(sub)
     add_engine_parsers(sub)
     add_analysis_parsers(sub)
+    add_energy_parser(sub)
     add_data_parser(sub)
     add_backends_parser(sub)
     add_convert_parser(sub)
+    add_export_parser(sub)
     return parser
 
 

@@ -1,12 +1,13 @@
 """The ``spikemoe profile`` and ``spikemoe report`` commands.
 
     spikemoe profile (CHECKPOINT | --model NAME) [--data NAME] [--root DIR] [--samples N]
-                     [--convention paper|strict] [--table 45nm-fp32] --out DIR [--json]
-                     [--allow-shape-mismatch]
+                     [--convention literal|events|strict] [--table 45nm-fp32]
+                     [--first-layer auto|once|T-times] [--ssa-order auto|q(kv)|(qk)v]
+                     --out DIR [--json] [--allow-shape-mismatch]
     spikemoe report RUN_DIR ... [--out FILE.md] [--csv FILE.csv]
 
-``profile`` writes ``profile.json`` (every figure, per layer and in total, both
-conventions), ``profile.md`` (the tables, in ``--convention``) and three PNG plots into
+``profile`` writes ``profile.json`` (every figure, per layer and in total, every
+convention: ``analysis.energy``), ``profile.md`` (the tables, in ``--convention``) and three PNG plots into
 ``--out``. A CHECKPOINT (a .pt file or a run directory) brings its model, weights and
 dataset; ``--model NAME`` profiles a freshly initialised registered model, on
 ``digits-dvs`` at the model's T and size when it takes 2-channel event frames, on
@@ -30,11 +31,12 @@ from pathlib import Path
 
 import torch
 
-from ..analysis.energy import CONVENTIONS, COST_TABLES
+from ..analysis.energy import ALIASES, CONVENTIONS, COST_TABLES, FIRST_LAYER, convention_name
 from ..analysis.profile_files import profile_to_dir
 from ..analysis.report import gather_run, runs_csv, runs_markdown
 from ..engine.profile_run import profile_checkpoint, profile_registered
 from ..files import write_text_atomic
+from ..layers.kernels import SSA_ORDERS, ssa_product_order
 from ..models import create_model
 
 __all__ = ["add_analysis_parsers", "check_output_dir", "check_output_file"]
@@ -102,13 +104,16 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.samples < 1:
         raise ValueError(f"--samples must be at least 1, got {args.samples}")
     check_output_dir(args.out)  # before the computation, not after it
+    args.convention = convention_name(args.convention)
+    first_layer = "once" if args.first_layer_once else args.first_layer
     common = dict(data=args.data, root=args.root, split=args.split, samples=args.samples,
-                  table=args.table, first_layer_once=args.first_layer_once,
+                  table=args.table, first_layer_once=first_layer,
                   progress=not args.json, allow_shape_mismatch=args.allow_shape_mismatch)
-    if args.checkpoint is not None:
-        result = profile_checkpoint(args.checkpoint, **common)
-    else:
-        result = profile_registered(args.model, **common)
+    with ssa_product_order(args.ssa_order):  # the profile records the order it counted in
+        if args.checkpoint is not None:
+            result = profile_checkpoint(args.checkpoint, **common)
+        else:
+            result = profile_registered(args.model, **common)
     paths = profile_to_dir(result, args.out, args.convention)
     e = result.energy[args.convention]
     warnings = [w.to_dict() for w in result.warnings]
@@ -164,8 +169,8 @@ def add_analysis_parsers(subparsers) -> None:
         "profile", help="firing rates, router statistics and energy per inference of a model",
         description="Measure a checkpoint (its model, weights and dataset) or a registered "
                     "model at initialisation: firing rate per layer and time step, router "
-                    "spiking rate per expert, operations and energy per layer under both "
-                    "conventions, and the list of layers whose input is not binary. Writes "
+                    "spiking rate per expert, operations and energy per layer under every "
+                    "convention (literal, events, strict), and the list of layers whose input is not binary. Writes "
                     "profile.json, profile.md and 3 PNG plots into --out. A network that "
                     "fires no spike (no spike past the stem, silent layers) is reported first, "
                     "as WARNING lines, and in profile.json's \"warnings\".")
@@ -180,12 +185,22 @@ def add_analysis_parsers(subparsers) -> None:
                    help="number of test samples (default 64); the energy spread is over the first 16 run "
                         "alone, or over the model's own measurement batches (SDT/STT: 1, V-MoE: "
                         "one routing group)")
-    p.add_argument("--convention", default="paper", choices=CONVENTIONS,
-                   help="which convention the table and summary show (both are in profile.json)")
+    p.add_argument("--convention", default="events", choices=(*CONVENTIONS, *ALIASES),
+                   help="which convention the table and summary show (all three are in "
+                        "profile.json): literal (the papers' formula, fr = fraction of nonzero "
+                        "inputs), events (value-weighted spike counts; alias: paper), strict "
+                        "(non-binary inputs as MACs)")
     p.add_argument("--table", default="45nm-fp32", choices=sorted(COST_TABLES),
                    help="energy per operation (default: Horowitz 2014, 45 nm fp32)")
+    p.add_argument("--first-layer", default="auto", choices=FIRST_LAYER,
+                   help="how often the first layer's MACs are charged: auto (default: once for "
+                        "a static image repeated over T, T times for event frames), once, "
+                        "T-times")
     p.add_argument("--first-layer-once", action="store_true", dest="first_layer_once",
-                   help="charge the first layer's MACs once instead of T times")
+                   help="the same as --first-layer once")
+    p.add_argument("--ssa-order", default="auto", choices=SSA_ORDERS,
+                   help="SSA's product order while counting: auto (the cheaper), q(kv) "
+                        "(Spikformer's ImageNet code), (qk)v (its CIFAR code)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the outputs")
     p.add_argument("--json", action="store_true", help="print a JSON summary line")
     p.add_argument("--allow-shape-mismatch", action="store_true", dest="allow_shape_mismatch",
@@ -197,8 +212,8 @@ def add_analysis_parsers(subparsers) -> None:
         "report", help="gather run directories into one results table (markdown / CSV)",
         description="One row per run: model, dataset, T, parameters, best and final top-1, "
                     "final perplexity (language models), "
-                    "SOPs and MACs (paper convention), energy per inference under both "
-                    "conventions and mean firing rate (from the run's profile/), and a warnings "
+                    "SOPs and MACs (events convention), energy per inference under each "
+                    "convention (literal, events, strict) and mean firing rate (from the run's profile/), and a warnings "
                     "column: a profile of a network that does not fire, a run that did not "
                     "finish (figures from metrics.jsonl), a torn metrics.jsonl.")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")

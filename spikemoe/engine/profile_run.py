@@ -55,7 +55,7 @@ def _dataset_for_model(model, data: str | None, root: str | None, split: str):
 
 def profile_checkpoint(checkpoint: str | Path, *, data: str | None = None, root: str | None = None,
                        split: str = "test", samples: int = 64, table: str = "45nm-fp32",
-                       first_layer_once: bool = False, progress: bool = True,
+                       first_layer_once: bool | str = "auto", progress: bool = True,
                        allow_shape_mismatch: bool = False) -> ProfileResult:
     """Profile a checkpoint's model (its weights) on its dataset's ``split``.
 
@@ -87,7 +87,7 @@ def _mismatch_warnings(mismatch: dict | None) -> list[ProfileWarning]:
 
 def profile_registered(name: str, *, data: str | None = None, root: str | None = None,
                        split: str = "test", samples: int = 64, table: str = "45nm-fp32",
-                       first_layer_once: bool = False, progress: bool = True,
+                       first_layer_once: bool | str = "auto", progress: bool = True,
                        allow_shape_mismatch: bool = False) -> ProfileResult:
     """Profile a registered model at initialisation (``torch.manual_seed(0)``) on real data,
     built at the model's T and size (its first sample is checked against ``input_shape`` all

@@ -55,6 +55,8 @@ class HeadwiseSpikingAttention(nn.Module):
         router: optional module mapping the branch input ``[T, B, N, C]`` to
             ``(R [T, B, N, H] in {0, 1}, stats dict)``.
         backend: LIF backend, see ``spikemoe.neurons``.
+        qkv_bias: a bias on the Q/K/V projections (Spikformer's CIFAR code has one;
+            Spikingformer's ImageNet code, ``Conv1d(..., bias=False)``, has none).
 
     Forward:
         x: ``[T, B, N, C]``; grid: the token grid ``(H, W)`` (unused here).
@@ -72,6 +74,7 @@ class HeadwiseSpikingAttention(nn.Module):
         membrane_shortcut: bool = False,
         router: nn.Module | None = None,
         backend: str = "auto",
+        qkv_bias: bool = True,
     ) -> None:
         super().__init__()
         per_head = tuple(per_head)
@@ -96,7 +99,7 @@ class HeadwiseSpikingAttention(nn.Module):
         self.per_head = per_head
         self.widths = [(num_heads if name in per_head else 1) * head_dim for name in "qkv"]
         self.in_lif = make_lif(backend=backend) if membrane_shortcut else None
-        self.qkv = TokenLinearBN(dim, sum(self.widths))  # Q, K, V fused: same math, one matmul
+        self.qkv = TokenLinearBN(dim, sum(self.widths), bias=qkv_bias)  # Q, K, V fused: one matmul
         self.qkv_lif = make_lif(backend=backend)
         self.router = router
         self.attn_lif = make_lif(v_threshold=0.5, backend=backend)

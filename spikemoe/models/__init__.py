@@ -7,6 +7,7 @@ from . import (  # noqa: F401  (registration side effect)
     modular_spikformer,
     spike_driven,
     spikformer,
+    spikingformer,
     subjective_depth,
     subjective_timescale,
     vit_factories,
