@@ -188,3 +188,22 @@ def test_plot_metrics_reads_epoch_records(tmp_path):
         metric_series(records, "test/top1")
     out = plot_metrics(path, "train/fusion.weights", tmp_path / "w.png", labels=["events", "image"])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_profile_measures_a_two_view_model_with_both_views_counted():
+    """``profile_model`` takes dict samples: the spiking events view is charged as SOPs, the
+    ANN image view as MACs, and the frames view makes the first layer count T times."""
+    from spikemoe.analysis import profile_model
+
+    torch.manual_seed(0)
+    model = spikemoe.create_model("test_fusion_gate")
+    x = _batch(B=2)
+    samples = [({k: v[:, i] if v.dim() == 5 else v[i] for k, v in x.items()}, i)
+               for i in range(2)]
+    result = profile_model(model, samples, spread_samples=1)
+    events = result.energy["events"]
+    assert result.samples == 2 and result.time_steps == 2 and result.spiking
+    assert events.macs > 0 and events.sops > 0  # the image encoder's MACs, the spikes' SOPs
+    image_only = profile_model(spikemoe.create_model("test_fusion_image"),
+                               [({"image": s["image"]}, y) for s, y in samples], spread_samples=1)
+    assert image_only.energy["events"].sops == 0 and not image_only.spiking

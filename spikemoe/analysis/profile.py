@@ -56,21 +56,30 @@ def merge_records(total: dict[tuple[str, str], OpRecord], records: list[OpRecord
         total.setdefault((r.layer, r.kind), OpRecord(r.layer, r.kind)).merge(r)
 
 
-def _batch(xs: list[torch.Tensor]) -> torch.Tensor:
+def _batch(xs: list):
     """Samples without batch axis -> one batch: [T, C, H, W] -> [T, B, C, H, W] (time-major,
-    the model contract); [C, H, W] -> [B, C, H, W]; byte ids [N] -> [B, N]."""
+    the model contract); [C, H, W] -> [B, C, H, W]; byte ids [N] -> [B, N]; a dict of views
+    (multi-view models) -> the dict of each view's batch."""
+    if isinstance(xs[0], dict):
+        return {k: _batch([x[k] for x in xs]) for k in xs[0]}
     return torch.stack(xs, 1) if xs[0].dim() == 4 else torch.stack(xs, 0)
 
 
-def _first_layer_once(mode: str, x: torch.Tensor) -> bool:
-    """Charge the first layer once? ``auto``: yes unless ``x`` is time-major event frames
-    ``[T, B, C, H, W]`` (a static image, byte ids...: the same input at every step)."""
-    return mode == "once" or (mode == "auto" and x.dim() != 5)
+def _views(x) -> list[torch.Tensor]:
+    return list(x.values()) if isinstance(x, dict) else [x]
 
 
-def _time_steps(model: nn.Module, x: torch.Tensor) -> int:
-    """T of a forward on batch ``x``: its time axis, else the T the model declares."""
-    return int(x.shape[0]) if x.dim() == 5 else model_facts(model).time_steps
+def _first_layer_once(mode: str, x) -> bool:
+    """Charge the first layer once? ``auto``: yes unless ``x`` (or one of its views) is
+    time-major event frames ``[T, B, C, H, W]`` (a static image, byte ids...: the same input
+    at every step)."""
+    return mode == "once" or (mode == "auto" and all(v.dim() != 5 for v in _views(x)))
+
+
+def _time_steps(model: nn.Module, x) -> int:
+    """T of a forward on batch ``x``: its (a view's) time axis, else the T the model declares."""
+    frames = [int(v.shape[0]) for v in _views(x) if v.dim() == 5]
+    return max(frames) if frames else model_facts(model).time_steps
 
 
 def top1_counts(logits: torch.Tensor, targets: Sequence) -> tuple[int, int]:
