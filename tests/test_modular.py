@@ -186,8 +186,15 @@ def test_usage_is_a_router_output_for_measurement_and_a_metric():
     model = spikemoe.create_model("test_modular").eval()
     with FiringRateMonitor(model) as mon:
         out = model(torch.rand(2, 3, 2, 8, 8))
-    routers = mon.result().routers
-    assert set(routers) == {"layers.0.usage_probe", "layers.1.usage_probe"}
+    rates = mon.result()
+    assert set(rates.routers) == {"layers.0.usage_probe", "layers.1.usage_probe"}
+    assert rates.layers == [] or all("usage_probe" not in str(r) for r in rates.layers)
+    # an ANN modular net stays an ANN for the energy count: every multiply-add a MAC
+    from spikemoe.analysis import profile_model
+
+    result = profile_model(model, [(torch.rand(3, 2, 8, 8), 0)], spread_samples=1)
+    assert not result.spiking and result.energy["events"].sops == 0
+    assert result.energy["events"].macs > 0
     usage = out.metrics["layers.0.usage"]  # K = 1: one module per example, fractions sum to 1
     assert usage.shape == (3,) and usage.sum().item() == pytest.approx(1.0)
     assert 1 <= out.metrics["layers.0.batch_selection_entropy_exp"].item() <= 3

@@ -71,6 +71,10 @@ class FiringRateMonitor:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.neurons = {name: m for name, m in model.named_modules() if isinstance(m, BaseNode)}
+        # modules declared routers that are not neurons (an ANN controller's 0/1 choice mask,
+        # e.g. a modular layer's usage probe): counted in the router table only
+        self.router_probes = {name: m for name, m in model.named_modules()
+                              if not isinstance(m, BaseNode) and router_expert_axis(m) is not None}
         self._handles: list = []
         self._paused = False
         self.reset()
@@ -82,6 +86,8 @@ class FiringRateMonitor:
     def __enter__(self) -> FiringRateMonitor:
         for name, neuron in self.neurons.items():
             self._handles.append(neuron.register_forward_hook(self._hook(name)))
+        for name, probe in self.router_probes.items():
+            self._handles.append(probe.register_forward_hook(self._probe_hook(name)))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -102,6 +108,13 @@ class FiringRateMonitor:
         def hook(module, args, out):
             if not self._paused:
                 self._accumulate(name, module, out.detach())
+        return hook
+
+    def _probe_hook(self, name: str):
+        def hook(module, args, out):
+            if not self._paused:
+                with torch.no_grad():
+                    self._accumulate_router(name, out.detach(), router_expert_axis(module))
         return hook
 
     @torch.no_grad()

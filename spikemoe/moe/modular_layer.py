@@ -45,7 +45,6 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from spikingjelly.activation_based.neuron import BaseNode
 from torch import nn
 
 from ..contract import AUX_LOSS, mark_router_neuron
@@ -95,20 +94,18 @@ class Routing:
             raise ValueError(f"routing mode must be one of {ROUTING_MODES}, got {self.mode!r}")
 
 
-class UsageProbe(BaseNode):
-    """Identity "neuron" that shows a modular layer's chosen-module mask to measurement.
+class UsageProbe(nn.Module):
+    """Identity module that shows a modular layer's chosen-module mask to measurement.
 
-    ``spikemoe.analysis`` hooks every SpikingJelly ``BaseNode``; declared a router
-    (``mark_router_neuron``, expert axis -1) its 0/1 input ``[1, B, P, M]`` is counted per
-    module in the profile's router table. It computes nothing and holds no state.
+    Declared a router (``mark_router_neuron``, expert axis -1), its 0/1 input ``[1, B, P, M]``
+    is counted per module in the profile's router table (``analysis.FiringRateMonitor`` hooks
+    declared routers that are not neurons for that table only). It is not a neuron: an ANN
+    modular net stays an ANN for the energy count. It computes nothing and holds no state.
     """
 
     def __init__(self) -> None:
         super().__init__()
         mark_router_neuron(self, -1)
-
-    def neuronal_charge(self, x: torch.Tensor) -> None:  # abstract in BaseNode; never called
-        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
