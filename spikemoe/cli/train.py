@@ -124,7 +124,8 @@ def _profile_run(run_dir: str, samples: int, progress: bool) -> None:
         print(f"spikemoe train: profile warning ({w.code}): {w.message}", file=sys.stderr)
     e = result.energy
     print(f"profile of the best checkpoint ({result.samples} test samples): "
-          f"{e['paper'].per_inference.mean:.4g} mJ per inference (paper), "
+          f"{e['events'].per_inference.mean:.4g} mJ per inference (events), "
+          f"{e['literal'].per_inference.mean:.4g} mJ (literal), "
           f"{e['strict'].per_inference.mean:.4g} mJ (strict), mean firing rate "
           f"{result.firing.mean_rate:.4f}; tables and plots in {out}", file=sys.stderr)
 
