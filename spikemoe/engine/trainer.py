@@ -203,7 +203,7 @@ class Trainer(TrainerState):
 
     def train_step(self, x, y: torch.Tensor, epoch: int, index=None) -> torch.Tensor:
         """One optimiser step on a batch; returns the loss (on the device, not synchronised).
-        An EM-trained model's E-step comes first every ``e_step_every`` steps (``e_step``)."""
+        An EM-trained model's E-step comes first every ``e_step_every`` steps (``run_e_step``)."""
         facts = self.facts
         if facts.e_step_every and self.step % facts.e_step_every == 0:
             run_e_step(self.model, x, y, index, self.cfg.model.name,
