@@ -55,6 +55,15 @@ CHILD = textwrap.dedent("""\
         semm = Trainer(load_config(cfg, ["run.name=semm", "schedule.epochs=1"]),
                        data=synthetic_bundle(n_test=30))
         semm.fit()
+        # an EM-trained model: each rank E-steps its shard, every rank stores all choices
+        em = Trainer(load_config(cfg, ["run.name=em", "schedule.epochs=1", "optim.ema_decay=null",
+                                       "model.name=test_modular", "model.e_step_every=2",
+                                       "model.samples=3", "model.num_classes=4"]),
+                     data=synthetic_bundle(n_test=30, size=8))
+        start = [layer.stored.clone() for layer in em.model.em_layers()]
+        em.fit()
+        torch.save({"start": start, "end": [layer.stored for layer in em.model.em_layers()]},
+                   f"{out}.em{em.dist.rank}.pt")
         cleanup_distributed()
 """)
 
@@ -106,6 +115,16 @@ def test_two_processes_match_one_on_the_same_global_batch(runs):
         assert a["lr"] == b["lr"]
     assert e1[-1]["test/top1"] > 50  # it learned (4 classes: chance is 25%)
     assert "test/top5" not in e1[-1]  # 4 classes: top-5 does not apply
+
+
+def test_an_em_model_keeps_identical_stored_choices_on_every_rank(runs):
+    tmp, _, _ = runs
+    r0, r1 = (torch.load(tmp / f"two.pt.em{r}.pt", weights_only=True) for r in (0, 1))
+    for a, b, s in zip(r0["end"], r1["end"], r0["start"]):
+        assert torch.equal(a, b)  # every rank applied every rank's E-step choices
+        assert not torch.equal(a, s)  # and the E-steps moved some choices
+    for s0, s1 in zip(r0["start"], r1["start"]):
+        assert torch.equal(s0, s1)  # the random start depends on run.seed only, not the rank
 
 
 def test_only_rank_zero_writes_and_spiking_models_train_under_ddp(runs):

@@ -43,9 +43,13 @@ def amp_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def wrap_distributed(model: nn.Module, dist: DistInfo, run) -> tuple[nn.Module, nn.Module]:
+def wrap_distributed(model: nn.Module, dist: DistInfo, run, unused_parameters: bool = False
+                     ) -> tuple[nn.Module, nn.Module]:
     """``(model, net)``: under torch.distributed the model (SyncBatchNorm with ``run.sync_bn``)
-    and its DDP wrapper, which the step calls; else the model twice."""
+    and its DDP wrapper, which the step calls; else the model twice. ``unused_parameters``:
+    the model declares that a step may leave parameters without gradient (an EM-trained
+    modular net: only the chosen modules learn), so DDP looks for them whatever
+    ``run.find_unused_parameters`` says."""
     if not dist.distributed:
         return model, model
     if run.sync_bn:
@@ -55,7 +59,9 @@ def wrap_distributed(model: nn.Module, dist: DistInfo, run) -> tuple[nn.Module, 
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     device = dist.device
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                  else None, find_unused_parameters=run.find_unused_parameters)
+                                  else None,
+                                  find_unused_parameters=run.find_unused_parameters
+                                  or unused_parameters)
     return model, net
 
 

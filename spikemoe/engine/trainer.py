@@ -128,7 +128,8 @@ class Trainer(TrainerState):
         self._last_ok = ckpt_path is not None and ckpt_path == self.run_dir / "checkpoints" / \
             "last.pt"
         # ``net`` is what the step calls: the model, or its DDP wrapper
-        self.model, self.net = wrap_distributed(model.to(self.device), dist, run)
+        self.model, self.net = wrap_distributed(model.to(self.device), dist, run,
+                                                unused_parameters=bool(self.facts.e_step_every))
         self.ema = build_ema(self.model, cfg.optim.ema_decay)
 
         o = cfg.optim
