@@ -39,11 +39,20 @@ def test_parameter_counts_match_the_papers(name):
 def test_semm_twins_are_within_the_documented_range_of_their_baseline(name):
     # The gap per size is stated in models/spikformer.py (6.98% .. 10.36%: EMSA shares K/V);
     # with SSA-sized experts (per_expert q, k, v) the twins are within 1% (EMSP gate, router).
+    # The CIFAR and ImageNet recipes default to STEP's expert and EMSP widths (models/sizes.py);
+    # the equal-compute shapes are emsp_hidden="ratio4", expert_dim=None.
     base = _count(name)
+    equal = dict(emsp_hidden="ratio4", expert_dim=None)
     for prefix in ("spikformer_semm_", "spike_driven_semm_"):
         twin = name.replace("spikformer_", prefix)
-        assert 0.88 < _count(twin) / base < 0.94
-        assert abs(_count(twin, per_expert=("q", "k", "v")) / base - 1) < 0.01
+        assert 0.88 < _count(twin, **equal) / base < 0.94
+        assert abs(_count(twin, per_expert=("q", "k", "v"), **equal) / base - 1) < 0.01
+        assert _count(twin) == STEP_DEFAULT_COUNTS[name.removeprefix("spikformer_")]
+
+
+# SEMM twins at their recipes' defaults (STEP's widths for CIFAR / ImageNet), both backbones
+STEP_DEFAULT_COUNTS = {"2_256_dvs": 2_388_952, "4_384_cifar": 7_293_418, "8_384": 15_153_656,
+                       "8_512": 25_305_864, "8_768": 53_565_864}
 
 
 def test_registry_lists_every_family_and_explains_unknown_names():

@@ -1,8 +1,10 @@
 """SEMM: the spiking router, EMSA and EMSP, with hand-checkable cases."""
 import pytest
 import torch
+from spikingjelly.activation_based import functional
 from spikingjelly.activation_based.layer.attention import SpikingSelfAttention
 
+import spikemoe
 from spikemoe.layers import HeadwiseSpikingAttention
 from spikemoe.moe import EMSA, EMSP, SpikingRouter, default_emsp_hidden, router_statistics
 
@@ -241,3 +243,79 @@ def test_models_on_the_cupy_backend_equal_the_default_backend(cupy_on_cpu, name)
             assert g_fused is None
         else:
             torch.testing.assert_close(g_fused, g_ref, atol=1e-5, rtol=1e-4)
+
+
+# --- Issue 12 item 4: STEP's SEMM choices as switches (moe/emsa.py, moe/emsp.py, sizes.py) ---
+
+def test_expert_vth_one_fires_fewer_spikes_than_half():
+
+    low, high = EMSA(32, 4, backend="torch"), EMSA(32, 4, backend="torch", expert_vth=1.0)
+    assert float(high.attn_lif.v_threshold) == 1.0 and float(low.attn_lif.v_threshold) == 0.5
+    o = torch.rand(2, 3, 16, 4, 8, generator=torch.Generator().manual_seed(0)) * 1.5  # Q K^T V s
+    counts = []
+    for emsa in (low, high):
+        functional.reset_net(emsa)
+        spikes = emsa.attn_lif(o)
+        assert set(spikes.unique().tolist()) <= {0.0, 1.0}
+        counts.append(spikes.sum().item())
+    assert 0 < counts[1] < counts[0]
+
+
+def test_expert_scale_false_drops_the_scale():
+    assert EMSA(32, 4, scale=0.125, expert_scale=False).scale == 1.0
+    assert EMSA(32, 4, scale=0.125).scale == 0.125
+
+
+def test_kv_bn_false_removes_the_k_and_v_batchnorm_parameters():
+    with_bn, without = EMSA(32, 4), EMSA(32, 4, kv_bn=False)
+    wq, wk, wv = with_bn.widths
+    assert without.qkv.bn.num_features == wq and with_bn.qkv.bn.num_features == wq + wk + wv
+    removed = sum(p.numel() for p in with_bn.parameters()) - sum(p.numel() for p in without.parameters())
+    assert removed == 2 * (wk + wv)
+    x = (torch.rand(2, 3, 16, 32) < 0.3).float()
+    assert without(x)[0].shape == x.shape
+
+
+def test_emsp_hidden_rules():
+    assert EMSP(384, "cifar").hidden == 4 * 384 and EMSP(384, "cifar").fc2.linear.in_features == 2 * 384
+    assert EMSP(512, "imagenet").hidden == 16 * (512 // 3) == 2720
+    assert EMSP(512, "ratio4").hidden == EMSP(512).hidden == default_emsp_hidden(512) == 2730
+    with pytest.raises(ValueError, match="rule"):
+        EMSP(64, "bogus")
+
+
+def test_expert_dim_96_gives_query_width_96_per_expert():
+    emsa = EMSA(512, 4, expert_dim=96)
+    assert emsa.head_dim == 96 and emsa.widths[0] == 4 * 96
+    assert EMSA(512, 4, expert_dim="C/E").head_dim == 128
+
+
+@pytest.mark.parametrize("name, want", [
+    ("spikformer_semm_2_256_dvs", dict(expert_vth=0.5, expert_scale=True, kv_bn=True, d=64)),
+    ("spikformer_semm_4_384_cifar", dict(expert_vth=1.0, expert_scale=True, kv_bn=True, d=96,
+                                         h=4 * 384)),
+    ("spikformer_semm_8_512", dict(expert_vth=1.0, expert_scale=False, kv_bn=False, d=96,
+                                   h=16 * (512 // 3))),
+])
+def test_recipe_defaults_follow_their_source(name, want):
+    model = spikemoe.create_model(name)
+    attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
+    assert float(attn.attn_lif.v_threshold) == want["expert_vth"]
+    assert attn.expert_scale is want["expert_scale"] and attn.kv_bn is want["kv_bn"]
+    assert attn.head_dim == want["d"]
+    if "h" in want:
+        assert mlp.hidden == want["h"]
+
+
+def test_switch_overrides_thread_through_the_factory():
+    model = spikemoe.create_model("test_spikformer_semm", expert_vth=1.0, expert_scale=False,
+                                  kv_bn=False, expert_dim=6, emsp_hidden="cifar")
+    attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
+    assert float(attn.attn_lif.v_threshold) == 1.0 and attn.scale == 1.0 and not attn.kv_bn
+    assert attn.head_dim == 6 and mlp.hidden == 4 * 32
+    with pytest.raises(ValueError, match="model.expert_vth"):
+        spikemoe.create_model("test_spikformer", expert_vth=1.0)
+    with pytest.raises(ValueError, match="model.expert_scale"):
+        spikemoe.create_model("test_spike_driven_semm", expert_scale=False)
+    with pytest.raises(ValueError, match="model.emsp_hidden"):
+        spikemoe.create_model("test_spikformer_semm", emsp_hidden="bogus")

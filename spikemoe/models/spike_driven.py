@@ -28,70 +28,70 @@ def _build(name: str, size: dict, semm: dict, overrides: dict, **choices):
 @register_model
 def spike_driven_2_256_dvs(**overrides):
     """Spike-driven Transformer 2-256, CIFAR10-DVS / DVS128 recipe: 2x128x128 frames, T=16, 2.57M params."""
-    return _build("spike_driven_2_256_dvs", sizes.DVS_2_256, sizes.NO_SEMM, overrides)
+    return _build("spike_driven_2_256_dvs", sizes.DVS_2_256, sizes.NO_SEMM_SWITCHES, overrides)
 
 
 @register_model
 def spike_driven_4_384_cifar(**overrides):
     """Spike-driven Transformer 4-384, CIFAR recipe: 3x32x32, 4x4 patches, T=4, 9.32M params."""
-    return _build("spike_driven_4_384_cifar", sizes.CIFAR_4_384, sizes.NO_SEMM, overrides)
+    return _build("spike_driven_4_384_cifar", sizes.CIFAR_4_384, sizes.NO_SEMM_SWITCHES, overrides)
 
 
 @register_model
 def spike_driven_8_384(**overrides):
     """Spike-driven Transformer 8-384, ImageNet recipe: 3x224x224, 16x16 patches, T=4, 16.81M params."""
-    return _build("spike_driven_8_384", sizes.IMAGENET_8_384, sizes.NO_SEMM, overrides)
+    return _build("spike_driven_8_384", sizes.IMAGENET_8_384, sizes.NO_SEMM_SWITCHES, overrides)
 
 
 @register_model
 def spike_driven_8_512(**overrides):
     """Spike-driven Transformer 8-512, ImageNet recipe, 29.68M params."""
-    return _build("spike_driven_8_512", sizes.IMAGENET_8_512, sizes.NO_SEMM, overrides)
+    return _build("spike_driven_8_512", sizes.IMAGENET_8_512, sizes.NO_SEMM_SWITCHES, overrides)
 
 
 @register_model
 def spike_driven_8_768(**overrides):
     """Spike-driven Transformer 8-768, ImageNet recipe, 66.34M params."""
-    return _build("spike_driven_8_768", sizes.IMAGENET_8_768, sizes.NO_SEMM, overrides)
+    return _build("spike_driven_8_768", sizes.IMAGENET_8_768, sizes.NO_SEMM_SWITCHES, overrides)
 
 
 @register_model
 def test_spike_driven(**overrides):
     """Tiny Spike-driven Transformer for tests: 2x16x16 frames, 1 block of width 32, T=2."""
-    return _build("test_spike_driven", sizes.TEST, sizes.NO_SEMM, overrides)
+    return _build("test_spike_driven", sizes.TEST, sizes.NO_SEMM_SWITCHES, overrides)
 
 
 @register_model
 def spike_driven_semm_2_256_dvs(**overrides):
     """Spike-driven Transformer 2-256 + SEMM (EMSA + EMSP), DVS recipe."""
-    return _build("spike_driven_semm_2_256_dvs", sizes.DVS_2_256, sizes.SEMM, overrides)
+    return _build("spike_driven_semm_2_256_dvs", sizes.DVS_2_256, sizes.SEMM_DVS, overrides)
 
 
 @register_model
 def spike_driven_semm_4_384_cifar(**overrides):
     """Spike-driven Transformer 4-384 + SEMM, CIFAR recipe."""
-    return _build("spike_driven_semm_4_384_cifar", sizes.CIFAR_4_384, sizes.SEMM, overrides)
+    return _build("spike_driven_semm_4_384_cifar", sizes.CIFAR_4_384, sizes.SEMM_CIFAR, overrides)
 
 
 @register_model
 def spike_driven_semm_8_384(**overrides):
     """Spike-driven Transformer 8-384 + SEMM, ImageNet recipe."""
-    return _build("spike_driven_semm_8_384", sizes.IMAGENET_8_384, sizes.SEMM, overrides)
+    return _build("spike_driven_semm_8_384", sizes.IMAGENET_8_384, sizes.SEMM_IMAGENET, overrides)
 
 
 @register_model
 def spike_driven_semm_8_512(**overrides):
     """Spike-driven Transformer 8-512 + SEMM, ImageNet recipe (the paper's 75.93% ImageNet model)."""
-    return _build("spike_driven_semm_8_512", sizes.IMAGENET_8_512, sizes.SEMM, overrides)
+    return _build("spike_driven_semm_8_512", sizes.IMAGENET_8_512, sizes.SEMM_IMAGENET, overrides)
 
 
 @register_model
 def spike_driven_semm_8_768(**overrides):
     """Spike-driven Transformer 8-768 + SEMM, ImageNet recipe."""
-    return _build("spike_driven_semm_8_768", sizes.IMAGENET_8_768, sizes.SEMM, overrides)
+    return _build("spike_driven_semm_8_768", sizes.IMAGENET_8_768, sizes.SEMM_IMAGENET, overrides)
 
 
 @register_model
 def test_spike_driven_semm(**overrides):
     """Tiny Spike-driven Transformer + SEMM for tests: 4 experts of width 8."""
-    return _build("test_spike_driven_semm", sizes.TEST, sizes.SEMM, overrides)
+    return _build("test_spike_driven_semm", sizes.TEST, sizes.SEMM_DVS, overrides)

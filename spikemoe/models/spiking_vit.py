@@ -26,7 +26,7 @@ from ..layers.block import SpikingBlock
 from ..layers.mlp import SpikingMLP
 from ..layers.patch_split import SpikingPatchSplit
 from ..moe.emsa import EMSA
-from ..moe.emsp import EMSP
+from ..moe.emsp import EMSP, EMSP_HIDDEN_RULES
 from ..neurons import BACKENDS, make_lif
 from .registry import (
     check_bool,
@@ -48,7 +48,8 @@ def _listed(values) -> str:
 
 def check_hyperparameters(name: str, *, style, in_channels, img_size, pools, embed_dim, depth,
                           num_heads, mlp_hidden, num_classes, T, attn_scale, emsa, emsp,
-                          num_experts, expert_dim, per_expert, emsp_hidden, backend) -> dict:
+                          num_experts, expert_dim, per_expert, emsp_hidden, backend,
+                          expert_vth=0.5, expert_scale=True, kv_bn=True) -> dict:
     """Range-check every hyperparameter of ``SpikingVisionTransformer`` before a module is built.
 
     Each failure is a ``ValueError`` that names the override as a config writes it
@@ -112,6 +113,8 @@ def check_hyperparameters(name: str, *, style, in_channels, img_size, pools, emb
             f"(each head is embed_dim / num_heads wide). Use one of {_listed(divisors(embed_dim))}.")
     # EMSA's experts (moe/emsa.py): E heads of width d, d = D / E unless expert_dim is given.
     num_experts = check_int(name, "num_experts", num_experts, 1, "EMSA's head-wise experts E")
+    if expert_dim == "C/E":
+        expert_dim = None
     if expert_dim is not None:
         expert_dim = check_int(name, "expert_dim", expert_dim, 1,
                                "the width d of each EMSA expert; unset: embed_dim / num_experts")
@@ -129,7 +132,16 @@ def check_hyperparameters(name: str, *, style, in_channels, img_size, pools, emb
             "none every expert is the same head. E.g. model.per_expert=[q] (the default) or "
             "model.per_expert=[q,k,v] (SSA-sized experts).")
     per_expert = tuple(names)
-    if emsp_hidden is not None:
+    expert_vth = check_positive_float(name, "expert_vth", expert_vth,
+                                      "V_th of EMSA's expert output neuron (0.5 or STEP's 1.0)")
+    expert_scale = check_bool(name, "expert_scale", expert_scale)
+    kv_bn = check_bool(name, "kv_bn", kv_bn)
+    if isinstance(emsp_hidden, str):
+        if emsp_hidden not in EMSP_HIDDEN_RULES:
+            raise ValueError(
+                f"{name}: model.emsp_hidden must be an even int or one of the rules "
+                f"{_listed(sorted(EMSP_HIDDEN_RULES))}, got {emsp_hidden!r}.")
+    elif emsp_hidden is not None:
         emsp_hidden = check_int(name, "emsp_hidden", emsp_hidden, 2,
                                 "EMSP's hidden width h, split in two halves")
         if emsp_hidden % 2:
@@ -141,7 +153,8 @@ def check_hyperparameters(name: str, *, style, in_channels, img_size, pools, emb
                 embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_hidden=mlp_hidden,
                 num_classes=num_classes, T=T, attn_scale=attn_scale, emsa=emsa, emsp=emsp,
                 num_experts=num_experts, expert_dim=expert_dim, per_expert=per_expert,
-                emsp_hidden=emsp_hidden, backend=backend)
+                emsp_hidden=emsp_hidden, backend=backend, expert_vth=expert_vth,
+                expert_scale=expert_scale, kv_bn=kv_bn)
 
 
 # Overrides that a model ignores: (the switch, the value at which the key is unused, why).
@@ -149,6 +162,9 @@ _UNUSED_WHEN = {
     "num_experts": ("emsa", False, "it has no EMSA; set model.emsa=true to use experts"),
     "expert_dim": ("emsa", False, "it has no EMSA; set model.emsa=true to use experts"),
     "per_expert": ("emsa", False, "it has no EMSA; set model.emsa=true to use experts"),
+    "expert_vth": ("emsa", False, "it has no EMSA; set model.emsa=true to use experts"),
+    "expert_scale": ("emsa", False, "it has no EMSA; set model.emsa=true to use experts"),
+    "kv_bn": ("emsa", False, "it has no EMSA; set model.emsa=true to use experts"),
     "num_heads": ("emsa", True, "its attention is EMSA, whose heads are its experts: set "
                   "model.num_experts, or model.emsa=false for num_heads SSA/SDSA heads"),
     "emsp_hidden": ("emsp", False, "it has no EMSP; set model.emsp=true, or set "
@@ -173,7 +189,11 @@ class SpikingVisionTransformer(SpikeMoEModel):
         attn_scale: SSA scale s (0.125; 0.25 in the Spikformer DVS recipe).
         emsa / emsp: replace attention / MLP by their SEMM experts (each switchable alone).
         num_experts, expert_dim, per_expert: EMSA's experts (see ``moe.emsa``).
-        emsp_hidden: EMSP width h (see ``moe.emsp``).
+        emsp_hidden: EMSP width h, an int or a rule "ratio4" | "imagenet" | "cifar" (see
+            ``moe.emsp``).
+        expert_vth, expert_scale, kv_bn: EMSA's expert neuron threshold, whether the SSA
+            scale applies to the experts, BatchNorm on shared K/V (see ``moe.emsa``; the
+            per-recipe defaults and their sources are in ``models/sizes.py``).
         backend: LIF backend for every neuron (see ``spikemoe.neurons``).
 
     Declared facts (``spikemoe.contract.SpikeMoEModel``): ``input_shape`` ``(T, C, H, W)``,
@@ -189,21 +209,24 @@ class SpikingVisionTransformer(SpikeMoEModel):
                  pools: tuple[bool, ...], embed_dim: int, depth: int, num_heads: int,
                  mlp_hidden: int, num_classes: int, T: int, attn_scale: float = 0.125,
                  emsa: bool = False, emsp: bool = False, num_experts: int = 4,
-                 expert_dim: int | None = None, per_expert: tuple[str, ...] = ("q",),
-                 emsp_hidden: int | None = None, backend: str = "auto") -> None:
+                 expert_dim: int | str | None = None, per_expert: tuple[str, ...] = ("q",),
+                 emsp_hidden: int | str | None = None, backend: str = "auto",
+                 expert_vth: float = 0.5, expert_scale: bool = True, kv_bn: bool = True) -> None:
         super().__init__()
         hp = check_hyperparameters(  # before any module is built
             name, style=style, in_channels=in_channels, img_size=img_size, pools=pools,
             embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_hidden=mlp_hidden,
             num_classes=num_classes, T=T, attn_scale=attn_scale, emsa=emsa, emsp=emsp,
             num_experts=num_experts, expert_dim=expert_dim, per_expert=per_expert,
-            emsp_hidden=emsp_hidden, backend=backend)
+            emsp_hidden=emsp_hidden, backend=backend, expert_vth=expert_vth,
+            expert_scale=expert_scale, kv_bn=kv_bn)
         in_channels, img_size, pools, embed_dim, depth, num_heads, mlp_hidden, num_classes, T = (
             hp[k] for k in ("in_channels", "img_size", "pools", "embed_dim", "depth", "num_heads",
                             "mlp_hidden", "num_classes", "T"))
         attn_scale, num_experts, expert_dim, per_expert, emsp_hidden = (
             hp[k] for k in ("attn_scale", "num_experts", "expert_dim", "per_expert",
                             "emsp_hidden"))
+        expert_options = {k: hp[k] for k in ("expert_vth", "expert_scale", "kv_bn")}
         self.name, self.style, self.T = name, style, T
         self.in_channels, self.img_size, self.num_classes = in_channels, img_size, num_classes
         ms = style == "spike_driven"
@@ -214,7 +237,8 @@ class SpikingVisionTransformer(SpikeMoEModel):
         for _ in range(depth):
             if emsa:
                 attn = EMSA(embed_dim, num_experts, expert_dim, per_expert, kernel=kernel,
-                            scale=attn_scale, membrane_shortcut=ms, backend=backend)
+                            scale=attn_scale, membrane_shortcut=ms, backend=backend,
+                            **expert_options)
             else:
                 attn = HeadwiseSpikingAttention(embed_dim, num_heads, kernel=kernel,
                                                 scale=attn_scale, membrane_shortcut=ms,
@@ -294,4 +318,7 @@ def build_spiking_vit(name: str, family: dict, size: dict, semm: dict,
     if "attn_scale" in overrides and hp["style"] == "spike_driven":
         raise ValueError(f"{name}: model.attn_scale would have no effect: Spike-driven attention "
                          "(SDSA) has no scale. Drop model.attn_scale.")
+    if "expert_scale" in overrides and hp["style"] == "spike_driven":
+        raise ValueError(f"{name}: model.expert_scale would have no effect: Spike-driven experts "
+                         "(SDSA) have no scale. Drop model.expert_scale.")
     return SpikingVisionTransformer(name=name, **hp)

@@ -20,6 +20,19 @@ d = C / E, shared K and a shared full-width V. We keep E = 4 and d = C / E and s
 and V at head width (``per_expert=("q",)``); pass ``per_expert=("q", "k", "v")`` for
 experts that are exactly SSA heads, or another ``num_experts`` / ``expert_dim``.
 
+Switches where STEP departs from today's choices (the SEMM paper states none of them):
+``expert_vth`` (V_th of the expert output neuron O_i; STEP's experts fire at 1.0 in both
+``cls/models/static/spikf_semm_cifar.py`` and ``spikf_semm_imagenet.py``, whose 0.5
+``attn_lif`` is commented out), ``expert_scale`` (multiply by s; STEP's ImageNet file never
+applies its 0.125), ``kv_bn`` (BatchNorm on the shared K and V; STEP's ImageNet file
+leaves ``k_bn`` / ``v_bn`` out of its forward) and ``expert_dim`` (STEP fixes 96 in both
+files). Per-recipe defaults are set in ``models/sizes.py``.
+
+Digits-dvs demo (``spikemoe train``, configs/demo.yaml, CPU, 20 epochs), expert V_th:
+0.5 -> best 97.46% / final 96.90% test top-1; 1.0 -> best 97.75% /
+final 96.90% (one seed each: no measured difference). The DVS recipes keep 0.5 (no STEP
+file exists for them).
+
 Parameters: Q C*E*d + K C*d + V C*d + W_O E*d*C + router C*E, i.e. 2.5 C^2 + 4 C at the
 defaults, against 4 C^2 for SSA: the experts share K and V, which is the saving SEMM
 trades for its router.
@@ -29,8 +42,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
+from torch import nn
 
 from ..layers.attention import HeadwiseSpikingAttention
+from ..layers.saved import compact_saved
+from ..neurons import make_lif
 from .router import SpikingRouter
 
 _PROJECTIONS = ("q", "k", "v")
@@ -42,11 +58,17 @@ class EMSA(HeadwiseSpikingAttention):
     Args:
         dim: token width C.
         num_experts: E (4, as in STEP; the paper ablates 2..12).
-        expert_dim: d, the width of each expert; default ``dim // num_experts``.
+        expert_dim: d, the width of each expert: an int (STEP fixes 96), or None / ``"C/E"``
+            for ``dim // num_experts`` (default).
         per_expert: projections with weights per expert; others are shared (default
             ``("q",)``: per-expert queries, shared K and V).
         kernel: "ssa" (Spikformer experts) or "sdsa" (Spike-driven experts).
         scale: SSA scale s.
+        expert_vth: V_th of the expert output neuron (0.5, as Spikformer's attention
+            neuron; STEP's experts use 1.0).
+        expert_scale: apply ``scale`` to ``Q_i K^T V`` (True; STEP's ImageNet file: False).
+        kv_bn: BatchNorm on the shared K and V projections (True; STEP's ImageNet file:
+            False, which removes their BN parameters; Q keeps its BN).
         membrane_shortcut: Spike-driven residual style (see ``layers.attention``).
         backend: LIF backend. With ``"cupy"`` and SSA experts the expert neuron and the
             router mask run as one fused kernel, ``Y = R (.) LIF_0.5(O)`` (same values and
@@ -58,7 +80,9 @@ class EMSA(HeadwiseSpikingAttention):
 
     def __init__(self, dim: int, num_experts: int = 4, expert_dim: int | None = None,
                  per_expert: Iterable[str] = ("q",), kernel: str = "ssa", scale: float = 0.125,
-                 membrane_shortcut: bool = False, backend: str = "auto") -> None:
+                 membrane_shortcut: bool = False, backend: str = "auto", *,
+                 expert_vth: float = 0.5, expert_scale: bool = True,
+                 kv_bn: bool = True) -> None:
         if isinstance(per_expert, str):
             per_expert = (per_expert,)  # "q" means ("q",), not ("q",) spelt letter by letter
         per_expert = tuple(per_expert)
@@ -74,6 +98,8 @@ class EMSA(HeadwiseSpikingAttention):
                 "experts: with Q, K and V all shared every expert computes the same output. "
                 "Use the default ('q',)."
             )
+        if expert_dim == "C/E":
+            expert_dim = None
         if expert_dim is None:
             if dim % num_experts:
                 raise ValueError(
@@ -82,10 +108,15 @@ class EMSA(HeadwiseSpikingAttention):
             expert_dim = dim // num_experts
         super().__init__(
             dim, num_experts, head_dim=expert_dim, per_head=per_expert, kernel=kernel,
-            scale=scale, membrane_shortcut=membrane_shortcut,
+            scale=scale if expert_scale else 1.0, membrane_shortcut=membrane_shortcut,
             router=SpikingRouter(dim, num_experts, backend=backend), backend=backend,
         )
         self.num_experts = num_experts
+        self.expert_vth, self.expert_scale, self.kv_bn = float(expert_vth), bool(expert_scale), bool(kv_bn)
+        if self.expert_vth != 0.5:
+            self.attn_lif = make_lif(v_threshold=self.expert_vth, backend=backend)
+        if not self.kv_bn:
+            self.qkv = LinearPartialBN(dim, sum(self.widths), bn_width=self.widths[0])
         self.fused_gate = backend == "cupy" and kernel == "ssa"
 
     def _fire_and_route(self, o: torch.Tensor, s: torch.Tensor
@@ -103,3 +134,21 @@ class EMSA(HeadwiseSpikingAttention):
             return super()._fire_and_route(o, s)
         r, metrics = self.router(s)  # [T, B, N, E]
         return self.attn_lif.emsa_gate(o, r), metrics
+
+
+class LinearPartialBN(nn.Module):
+    """``Linear`` on ``[T, B, N, C_in]`` tokens, BatchNorm on its first ``bn_width`` output
+    channels only (EMSA's Q; K and V pass unnormalised when ``kv_bn=False``)."""
+
+    def __init__(self, in_features: int, out_features: int, bn_width: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features)
+        self.bn = nn.BatchNorm1d(bn_width)
+        self.bn_width = bn_width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        with compact_saved(self.linear.weight, self.linear.bias):
+            y = self.linear(x.reshape(-1, x.shape[-1]))  # [T*B*N, C_out]
+        y = torch.cat((self.bn(y[:, :self.bn_width]), y[:, self.bn_width:]), dim=1)
+        return y.reshape(*lead, -1)  # [T*B*N, C_out] -> [T, B, N, C_out]

@@ -10,9 +10,15 @@ tokens to them:
     Y        = G (.) Z2                           binary: an AND of two spike tensors
     out      = LIF(BN(Y W_2))   (Spikformer)   or   BN(Y W_2)   (Spike-driven)
 
-Default width (STEP's re-implementation; the paper's code is not public): h = 2 round(8C/3),
-so W_1 and W_2 hold 1.5 h C ~ 8 C^2 weights, the same as a ratio-4 MLP; the router adds
-9 h/2 depth-wise weights and its BatchNorm.
+Width h (``hidden``: an int or a rule name; the paper states none, its code is not public):
+``"ratio4"`` h = 2 round(8C/3), so W_1 and W_2 hold 1.5 h C ~ 8 C^2 weights, a ratio-4
+MLP's (the default, kept for the DVS recipes and test twins: no STEP file exists for them);
+``"imagenet"`` h = 16 (C // 3) (STEP, ``cls/models/static/spikf_semm_imagenet.py``,
+``hidden_features = in_features // 3 * 16``: equal to "ratio4" at C = 384 and 768, 2720
+instead of 2730 at C = 512); ``"cifar"`` h = 4C, so fc2 is 2C -> C (STEP,
+``cls/models/static/spikf_semm_cifar.py``, ``int(in_features * mlp_ratio)``, mlp_ratio 4:
+the file behind STEP's 94.98 / 77.59 re-runs). The router adds 9 h/2 depth-wise weights
+and its BatchNorm.
 
 Router statistics treat each gated channel as an expert: ``expert_rate [h/2]`` and the
 fraction of tokens whose gate is silent on every channel (``routed_to_none``).
@@ -35,12 +41,33 @@ def default_emsp_hidden(dim: int) -> int:
     return 2 * round(8 * dim / 3)
 
 
+# EMSP width rules by name (see the module docstring for their sources).
+EMSP_HIDDEN_RULES = {
+    "ratio4": default_emsp_hidden,
+    "imagenet": lambda dim: 16 * (dim // 3),  # STEP spikf_semm_imagenet.py
+    "cifar": lambda dim: 4 * dim,  # STEP spikf_semm_cifar.py
+}
+
+
+def emsp_hidden_width(dim: int, hidden: int | str | None) -> int:
+    """h for token width ``dim``: an int as is; None or a rule of ``EMSP_HIDDEN_RULES``."""
+    if hidden is None:
+        return default_emsp_hidden(dim)
+    if isinstance(hidden, str):
+        if hidden not in EMSP_HIDDEN_RULES:
+            raise ValueError(f"EMSP hidden rule {hidden!r} is not one of "
+                             f"{sorted(EMSP_HIDDEN_RULES)} (or pass an even int)")
+        return EMSP_HIDDEN_RULES[hidden](dim)
+    return int(hidden)
+
+
 class EMSP(nn.Module):
     """Channel-wise spiking experts in the MLP with a depth-wise-conv spike gate.
 
     Args:
         dim: token width C.
-        hidden: h, even; default ``default_emsp_hidden(dim)``.
+        hidden: h, even: an int, or a rule ``"ratio4"`` (default, also None), ``"imagenet"``
+            or ``"cifar"`` (``EMSP_HIDDEN_RULES``).
         membrane_shortcut: Spike-driven residual style.
         backend: LIF backend. With ``"cupy"`` the gate neuron and the product run as one
             fused kernel, ``Y = LIF(G_pre) (.) Z2`` (same values and gradients; autograd keeps
@@ -50,10 +77,10 @@ class EMSP(nn.Module):
     ``(out [T, B, N, C], router statistics of G)``.
     """
 
-    def __init__(self, dim: int, hidden: int | None = None, membrane_shortcut: bool = False,
+    def __init__(self, dim: int, hidden: int | str | None = None, membrane_shortcut: bool = False,
                  backend: str = "auto") -> None:
         super().__init__()
-        hidden = default_emsp_hidden(dim) if hidden is None else int(hidden)
+        hidden = emsp_hidden_width(dim, hidden)
         if hidden % 2:
             raise ValueError(f"EMSP hidden width must be even (split in two halves), got {hidden}")
         self.hidden = hidden
