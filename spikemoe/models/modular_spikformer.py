@@ -37,7 +37,7 @@ from ..moe.modular_layer import ModularLayer, Routing
 from .modular import RoutedModel, _gather
 from .registry import check_int, check_overrides, register_model
 from .sizes import DVS_2_256, TEST
-from .spiking_vit import check_hyperparameters
+from .spiking_vit import check_hyperparameters, init_trunc_normal
 
 __all__ = ["ModularSpikformer", "RowExpert"]
 
@@ -95,11 +95,7 @@ class ModularSpikformer(ModularEM, RoutedModel):
                                       detach_features=detach_controller_input))
             for _ in range(hp["depth"]))
         self.head = nn.Linear(d, self.num_classes)
-        for m in self.modules():  # as SpikingVisionTransformer: truncated normal 0.02
-            if isinstance(m, (nn.Linear, nn.Conv2d)):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        init_trunc_normal(self)  # as SpikingVisionTransformer: truncated normal 0.02
 
     @property
     def input_shape(self) -> tuple[int, ...]:

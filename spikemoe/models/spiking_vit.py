@@ -174,7 +174,63 @@ _UNUSED_WHEN = {
 }
 
 
-class SpikingVisionTransformer(SpikeMoEModel):
+def init_trunc_normal(model: nn.Module) -> None:
+    """As the official Spikformer / Spike-driven code: every Linear and Conv2d weight truncated
+    normal (std 0.02), every bias zero."""
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class SpikingBackbone(SpikeMoEModel):
+    """What the spiking transformers share (``SpikingVisionTransformer``, ``Spikingformer``):
+    the input contract, the recipe's input shape, and stem -> tokens -> blocks.
+
+    A subclass sets ``name``, ``T``, ``in_channels``, ``img_size``, ``stem`` (with a
+    ``downsample`` factor) and ``blocks`` (each ``block(tokens, grid) -> (tokens, metrics)``).
+    """
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The recipe's input for one sample, ``[T, C, H, W]``."""
+        return (self.T, self.in_channels, *self.img_size)
+
+    def to_time_major(self, x: torch.Tensor) -> torch.Tensor:
+        """``[T, B, C, H, W]`` as is, ``[B, C, H, W]`` repeated T times; anything else raises."""
+        d = self.stem.downsample
+        accepted = (
+            f"[T, B, {self.in_channels}, H, W] event frames or [B, {self.in_channels}, H, W] images "
+            f"(H and W multiples of {d}; the recipe uses {self.img_size[0]}x{self.img_size[1]})"
+        )
+        if x.ndim not in (4, 5) or x.shape[-3] != self.in_channels \
+                or x.shape[-1] % d or x.shape[-2] % d or x.shape[-1] == 0 or x.shape[-2] == 0:
+            raise ValueError(f"{self.name} accepts {accepted}; got a tensor of shape {tuple(x.shape)}.")
+        if x.ndim == 4:
+            return x.unsqueeze(0).expand(self.T, *x.shape)  # [B, C, H, W] -> [T, B, C, H, W]
+        return x
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list, dict[str, torch.Tensor]]:
+        """Reset the neurons, run the stem and the blocks: ``(tokens [T, B, N, D], the blocks'
+        aux losses, their metrics as blocks.<i>.<key>)``."""
+        x = self.to_time_major(x)
+        functional.reset_net(self)  # state is reset by structure, never by the caller
+        feats = self.stem(x)  # [T, B, D, H', W']
+        h, w = feats.shape[-2:]
+        tokens = feats.flatten(3).transpose(2, 3)  # [T, B, D, H', W'] -> [T, B, N, D]
+        metrics: dict[str, torch.Tensor] = {}
+        auxes = []
+        for i, block in enumerate(self.blocks):
+            tokens, block_metrics = block(tokens, (h, w))
+            block_aux, block_metrics = split_aux(block_metrics)
+            if block_aux is not None:
+                auxes.append(block_aux)
+            metrics.update({f"blocks.{i}.{k}": v for k, v in block_metrics.items()})
+        return tokens, auxes, metrics
+
+
+class SpikingVisionTransformer(SpikingBackbone):
     """Spikformer / Spike-driven Transformer, optionally with SEMM (EMSA and/or EMSP).
 
     Args:
@@ -251,49 +307,10 @@ class SpikingVisionTransformer(SpikeMoEModel):
         self.blocks = nn.ModuleList(blocks)
         self.head_lif = make_lif(backend=backend) if ms else None
         self.head = nn.Linear(embed_dim, num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # As the official Spikformer / Spike-driven code: truncated normal 0.02, zero bias.
-        for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Conv2d)):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """The recipe's input for one sample, ``[T, C, H, W]``."""
-        return (self.T, self.in_channels, *self.img_size)
-
-    def to_time_major(self, x: torch.Tensor) -> torch.Tensor:
-        """``[T, B, C, H, W]`` as is, ``[B, C, H, W]`` repeated T times; anything else raises."""
-        d = self.stem.downsample
-        accepted = (
-            f"[T, B, {self.in_channels}, H, W] event frames or [B, {self.in_channels}, H, W] images "
-            f"(H and W multiples of {d}; the recipe uses {self.img_size[0]}x{self.img_size[1]})"
-        )
-        if x.ndim not in (4, 5) or x.shape[-3] != self.in_channels \
-                or x.shape[-1] % d or x.shape[-2] % d or x.shape[-1] == 0 or x.shape[-2] == 0:
-            raise ValueError(f"{self.name} accepts {accepted}; got a tensor of shape {tuple(x.shape)}.")
-        if x.ndim == 4:
-            return x.unsqueeze(0).expand(self.T, *x.shape)  # [B, C, H, W] -> [T, B, C, H, W]
-        return x
+        init_trunc_normal(self)
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
-        x = self.to_time_major(x)
-        functional.reset_net(self)  # state is reset by structure, never by the caller
-        feats = self.stem(x)  # [T, B, D, H', W']
-        h, w = feats.shape[-2:]
-        tokens = feats.flatten(3).transpose(2, 3)  # [T, B, D, H', W'] -> [T, B, N, D]
-        metrics: dict[str, torch.Tensor] = {}
-        auxes = []
-        for i, block in enumerate(self.blocks):
-            tokens, block_metrics = block(tokens, (h, w))
-            block_aux, block_metrics = split_aux(block_metrics)
-            if block_aux is not None:
-                auxes.append(block_aux)
-            metrics.update({f"blocks.{i}.{k}": v for k, v in block_metrics.items()})
+        tokens, auxes, metrics = self.encode(x)  # [T, B, N, D]
         pooled = tokens.mean(dim=2)  # [T, B, N, D] -> [T, B, D]
         if self.head_lif is not None:
             pooled = self.head_lif(pooled)

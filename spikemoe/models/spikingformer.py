@@ -29,11 +29,10 @@ EMSP in every block, as ``models/spikformer.py`` does for Spikformer.
 from __future__ import annotations
 
 import torch
-from spikingjelly.activation_based import functional
 from spikingjelly.activation_based.layer import SeqToANNContainer
 from torch import nn
 
-from ..contract import ModelOutput, SpikeMoEModel, split_aux
+from ..contract import ModelOutput
 from ..layers.attention import HeadwiseSpikingAttention
 from ..layers.block import SpikingBlock
 from ..layers.mlp import SpikingMLP
@@ -43,7 +42,7 @@ from ..moe.emsp import EMSP
 from ..neurons import make_lif
 from . import sizes
 from .registry import check_overrides, register_model
-from .spiking_vit import check_hyperparameters
+from .spiking_vit import SpikingBackbone, check_hyperparameters, init_trunc_normal
 
 
 class SpikingTokenizer(nn.Module):
@@ -78,7 +77,7 @@ class SpikingTokenizer(nn.Module):
         return x
 
 
-class Spikingformer(SpikeMoEModel):
+class Spikingformer(SpikingBackbone):
     """Spikingformer, optionally with SEMM (EMSA and/or EMSP); see the module docstring.
 
     Args mirror ``models.spiking_vit.SpikingVisionTransformer`` (name, in_channels, img_size,
@@ -122,45 +121,10 @@ class Spikingformer(SpikeMoEModel):
             blocks.append(SpikingBlock(attn, mlp))
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Linear(D, self.num_classes)
-        for m in self.modules():  # as the official code: truncated normal 0.02, zero bias
-            if isinstance(m, (nn.Linear, nn.Conv2d)):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """The recipe's input for one sample, ``[T, C, H, W]``."""
-        return (self.T, self.in_channels, *self.img_size)
-
-    def to_time_major(self, x: torch.Tensor) -> torch.Tensor:
-        """``[T, B, C, H, W]`` as is, ``[B, C, H, W]`` repeated T times; anything else raises."""
-        d = self.stem.downsample
-        if x.ndim not in (4, 5) or x.shape[-3] != self.in_channels or x.shape[-1] % d \
-                or x.shape[-2] % d or x.shape[-1] == 0 or x.shape[-2] == 0:
-            raise ValueError(
-                f"{self.name} accepts [T, B, {self.in_channels}, H, W] event frames or "
-                f"[B, {self.in_channels}, H, W] images (H and W multiples of {d}; the recipe "
-                f"uses {self.img_size[0]}x{self.img_size[1]}); got a tensor of shape "
-                f"{tuple(x.shape)}.")
-        if x.ndim == 4:
-            return x.unsqueeze(0).expand(self.T, *x.shape)  # [B, C, H, W] -> [T, B, C, H, W]
-        return x
+        init_trunc_normal(self)  # as the official code: truncated normal 0.02, zero bias
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
-        x = self.to_time_major(x)
-        functional.reset_net(self)  # state is reset by structure, never by the caller
-        feats = self.stem(x)  # [T, B, D, H', W']
-        h, w = feats.shape[-2:]
-        tokens = feats.flatten(3).transpose(2, 3)  # [T, B, D, H', W'] -> [T, B, N, D]
-        metrics: dict[str, torch.Tensor] = {}
-        auxes = []
-        for i, block in enumerate(self.blocks):
-            tokens, block_metrics = block(tokens, (h, w))
-            block_aux, block_metrics = split_aux(block_metrics)
-            if block_aux is not None:
-                auxes.append(block_aux)
-            metrics.update({f"blocks.{i}.{k}": v for k, v in block_metrics.items()})
+        tokens, auxes, metrics = self.encode(x)  # [T, B, N, D]
         pooled = tokens.mean(dim=2).mean(dim=0)  # [T, B, N, D] -> [B, D]: the head runs once
         logits = self.head(pooled)  # [B, K]
         return ModelOutput(logits, sum(auxes, logits.new_zeros(())), metrics)
