@@ -24,6 +24,34 @@ def excite():
     return _excite
 
 
+def _kill_once_written(cmd: list[str], path, timeout_s: float = 120) -> None:
+    """Start ``cmd``, wait until ``path`` exists, then SIGKILL the process (it must still be
+    running then: a run that ends first fails the test with its stderr)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + timeout_s
+        while not path.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.005)
+        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()}"
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+
+
+@pytest.fixture
+def kill_once_written():
+    """``kill_once_written(cmd, path)``: run ``cmd`` and SIGKILL it as soon as ``path`` exists."""
+    return _kill_once_written
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
     """Every test (and every process a test starts) caches frames and compiled kernels in

@@ -4,12 +4,8 @@ to one never stopped: weights, optimiser, EMA, schedule and the logged epoch met
 Tiny: the 28k-parameter test_spikformer_semm on 64 synthetic [T=2, 2, 16, 16] samples, batch
 8 (8 steps per epoch), 3 epochs, with MixUp/CutMix, EMA and clipping on so that every random
 stream and every piece of state matters."""
-import os
-import signal
-import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -91,25 +87,13 @@ CHILD = textwrap.dedent("""\
 """)
 
 
-def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, uninterrupted):
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, uninterrupted, kill_once_written):
     ref_state, ref_epochs, _ = uninterrupted
     _cfg(tmp_path)  # writes recipe.yaml
     (tmp_path / "child.py").write_text(CHILD)
     last = tmp_path / "k" / "checkpoints" / "last.pt"
-    proc = subprocess.Popen([sys.executable, str(tmp_path / "child.py"), str(tmp_path / "recipe.yaml"),
-                             f"run.out_dir={tmp_path}", "run.name=k", "run.save_every_steps=3"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 120
-        while not last.exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.005)
-        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()}"
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stderr.close()
+    kill_once_written([sys.executable, str(tmp_path / "child.py"), str(tmp_path / "recipe.yaml"),
+                       f"run.out_dir={tmp_path}", "run.name=k", "run.save_every_steps=3"], last)
     step = load_checkpoint(last)["step"]
     assert 0 < step < TOTAL and step % STEPS_PER_EPOCH != 0, f"checkpoint at step {step}"
     resumed = Trainer(_cfg(tmp_path, "run.name=k", f"resume={tmp_path / 'k'}"),

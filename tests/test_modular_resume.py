@@ -4,12 +4,8 @@ optimiser state and every example's stored choice.
 
 64 synthetic [T=2, 2, 8, 8] samples, batch 8: 8 steps per epoch, 3 epochs = 24 steps, E-steps
 at steps 0, 3, 6, ...; a checkpoint every 3 steps; the kill lands after the first one."""
-import os
-import signal
-import subprocess
 import sys
 import textwrap
-import time
 
 import torch
 
@@ -46,7 +42,7 @@ def _stored(model) -> list[torch.Tensor]:
     return [layer.stored.clone() for layer in model.em_layers()]
 
 
-def test_sigkill_mid_epoch_then_resume_keeps_weights_and_stored_choices(tmp_path):
+def test_sigkill_mid_epoch_then_resume_keeps_weights_and_stored_choices(tmp_path, kill_once_written):
     ref = Trainer(_cfg(tmp_path, "run.name=ref"), data=_data())
     initial = _stored(ref.model)
     ref.fit()
@@ -54,21 +50,8 @@ def test_sigkill_mid_epoch_then_resume_keeps_weights_and_stored_choices(tmp_path
 
     (tmp_path / "child.py").write_text(CHILD)
     last = tmp_path / "k" / "checkpoints" / "last.pt"
-    proc = subprocess.Popen([sys.executable, str(tmp_path / "child.py"),
-                             str(tmp_path / "recipe.yaml"), f"run.out_dir={tmp_path}",
-                             "run.name=k", "run.save_every_steps=3"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 120
-        while not last.exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.005)
-        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()}"
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stderr.close()
+    kill_once_written([sys.executable, str(tmp_path / "child.py"), str(tmp_path / "recipe.yaml"),
+                       f"run.out_dir={tmp_path}", "run.name=k", "run.save_every_steps=3"], last)
     step = load_checkpoint(last)["step"]
     assert 0 < step < 24 and step % 8 != 0, f"checkpoint at step {step}"
     resumed = Trainer(_cfg(tmp_path, "run.name=k", f"resume={tmp_path / 'k'}"), data=_data())
