@@ -72,6 +72,7 @@ class ModelFacts:
     e_step_every: int | None = None              # EM-trained: an E-step every n-th step
     m_step_on_e_step: bool = False               # EM: the E-step's batch also takes an M-step
     epoch_measurements: bool = False             # measure_epoch(x, y) at each epoch's end
+    sparse_updates: bool = False                 # a step may leave parameters without gradient
 
 
 class SpikeMoEModel(nn.Module):
@@ -86,6 +87,9 @@ class SpikeMoEModel(nn.Module):
     T: int = 1
     profile_batch_size: int | None = None
     classifier_loss: str = "softmax_xent"
+    # a step may leave parameters without gradient (a layer runs only the modules it chose):
+    # DistributedDataParallel must then look for unused parameters
+    sparse_updates: bool = False
 
     def facts(self) -> ModelFacts:
         shape = None if self.input_shape is None else tuple(int(v) for v in self.input_shape)
@@ -96,7 +100,8 @@ class SpikeMoEModel(nn.Module):
                           e_step_every=None if em is None else int(em.e_step_every),
                           m_step_on_e_step=False if em is None else bool(em.m_step_on_e_step),
                           epoch_measurements=type(self).measure_epoch
-                          is not SpikeMoEModel.measure_epoch)
+                          is not SpikeMoEModel.measure_epoch,
+                          sparse_updates=bool(self.sparse_updates))
 
     def measure_epoch(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """Measurements a model takes of itself at the end of each training epoch, on the first

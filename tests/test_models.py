@@ -208,7 +208,8 @@ def test_every_registered_model_declares_its_facts(name):
         measurement_batch=model.profile_batch_size, classifier_loss=model.classifier_loss,
         e_step_every=model.e_step_every if em else None,
         m_step_on_e_step=model.m_step_on_e_step if em else False,
-        epoch_measurements=type(model).measure_epoch is not SpikeMoEModel.measure_epoch)
+        epoch_measurements=type(model).measure_epoch is not SpikeMoEModel.measure_epoch,
+        sparse_updates=model.sparse_updates)
     assert facts.classifier_loss in CLASSIFIER_LOSSES and facts.num_classes >= 2
     if facts.input_shape is not None and len(facts.input_shape) == 4:  # frames [T, C, H, W]
         assert facts.input_shape[0] == facts.time_steps

@@ -209,6 +209,11 @@ def test_facts_and_baselines_declare_em_only_where_trained_by_em():
     assert model_facts(em).e_step_every == 10 and model_facts(em).m_step_on_e_step is False
     assert em.samples == 10 and model_facts(dense).e_step_every is None
     assert model_facts(em).input_shape == (4, 2, 32, 32)
+    # only chosen modules get gradients: DDP must look for unused parameters (not the dense twin)
+    with torch.device("meta"):
+        topk = spikemoe.create_model("modular_digits_topk")
+    assert model_facts(em).sparse_updates and model_facts(topk).sparse_updates
+    assert not model_facts(dense).sparse_updates
     with pytest.raises(ValueError, match="model.samples must be an integer >= 1"):
         spikemoe.create_model("test_modular", samples=0)
     with pytest.raises(ValueError, match=r"mixup_alpha=0"):

@@ -47,9 +47,9 @@ def wrap_distributed(model: nn.Module, dist: DistInfo, run, unused_parameters: b
                      ) -> tuple[nn.Module, nn.Module]:
     """``(model, net)``: under torch.distributed the model (SyncBatchNorm with ``run.sync_bn``)
     and its DDP wrapper, which the step calls; else the model twice. ``unused_parameters``:
-    the model declares that a step may leave parameters without gradient (an EM-trained
-    modular net: only the chosen modules learn), so DDP looks for them whatever
-    ``run.find_unused_parameters`` says."""
+    the model declares that a step may leave parameters without gradient
+    (``ModelFacts.sparse_updates``: a modular net runs only the modules it chose), so DDP looks
+    for them whatever ``run.find_unused_parameters`` says."""
     if not dist.distributed:
         return model, model
     if run.sync_bn:

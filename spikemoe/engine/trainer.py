@@ -129,7 +129,7 @@ class Trainer(TrainerState):
             "last.pt"
         # ``net`` is what the step calls: the model, or its DDP wrapper
         self.model, self.net = wrap_distributed(model.to(self.device), dist, run,
-                                                unused_parameters=bool(self.facts.e_step_every))
+                                                unused_parameters=self.facts.sparse_updates)
         self.ema = build_ema(self.model, cfg.optim.ema_decay)
 
         o = cfg.optim

@@ -61,6 +61,11 @@ class RoutedModel(SpikeMoEModel):
 
     targets_per_example: int = 1
 
+    @property
+    def sparse_updates(self) -> bool:
+        """Only the chosen modules of a modular layer get gradients (the dense twin has none)."""
+        return any(isinstance(m, ModularLayer) for m in self.modules())
+
     def routing_for(self, index: torch.Tensor | None) -> Routing:
         return Routing("mode")
 
