@@ -1,32 +1,47 @@
 """The tonic event datasets: CIFAR10-DVS, DVS128 Gesture, N-MNIST, one registered spec each.
 
-Each spec holds its on-disk layout (``layouts.EventLayout``, tonic 1.7's) and its recipe's
-train augmentation; the three share one build (files -> ``EventFrameDataset`` with its frame
-cache built), one verify and one download (tonic):
+Each spec holds its on-disk layout (``layouts.EventLayout``, tonic 1.7's), the other layouts
+it accepts (``sources``: SpikingJelly's folders and the original releases, ``source_layouts``)
+and its recipe's train augmentation; the three share one build (whichever layout ``root`` holds
+-> recordings -> ``EventFrameDataset`` with its frame cache built), one verify and one download
+(tonic's, only where no accepted layout is found). tonic's layouts:
 
     cifar10-dvs     ROOT/CIFAR10DVS/<class>/*.aedat4        10 classes x 1000 recordings, 128 x 128
     dvs128-gesture  ROOT/DVSGesture/{ibmGestureTrain,ibmGestureTest}/user<NN>_<lighting>/<label>.npy
                                                     11 classes, users 1-23 train / 24-29 test
     n-mnist         ROOT/NMNIST/{Train,Test}/<digit>/*.bin   60000 / 10000 samples, 34 x 34
 
-Verify (``spikemoe data verify``): the layout's problems (``layouts.layout_problems``);
-``deep=True`` also decodes every file and lists the corrupt, the unreadable (permissions) and
+Verify (``spikemoe data verify``): the layout found; for tonic's, its problems
+(``layouts.layout_problems``), for the others, each split's recordings per class; ``deep=True``
+also decodes every file and lists the corrupt, the unreadable (permissions) and
 the empty ones, and every file whose sensor is not the dataset's (an AEDAT 4.0 file declares
 its own size: a 320 x 240 recording in a 128 x 128 dataset decodes fine, but ``prepare`` and
 training would reject it).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from . import layouts
 from .event_options import check_event_options, event_transform
 from .events import CorruptEventFileError, UnreadableEventFileError, read_events
+from .events_original import read_spikingjelly_frames
 from .layouts import EventLayout
+from .source_layouts import (
+    SourceLayout,
+    find_source,
+    index_recordings,
+    original_cifar10dvs,
+    original_dvs128_gesture,
+    spikingjelly_events,
+    spikingjelly_frames,
+)
 from .spec import BuildOptions, DatasetInfo, DatasetSpec, register_dataset
 
 __all__ = ["EventSpec", "build_event_dataset", "download_event_copy", "verify_event_copy"]
@@ -34,18 +49,20 @@ __all__ = ["EventSpec", "build_event_dataset", "download_event_copy", "verify_ev
 
 @dataclass(frozen=True, kw_only=True)
 class EventSpec(DatasetSpec):
-    """A dataset of event files on disk: a ``DatasetSpec`` plus its ``layout``."""
+    """A dataset of event files on disk: a ``DatasetSpec``, its tonic ``layout`` and the other
+    layouts it reads (``sources``, tried in order after tonic's)."""
 
     layout: EventLayout
+    sources: tuple[SourceLayout, ...] = ()
 
     def expected_layout(self) -> str:
-        return self.layout.layout
+        return "; or ".join([self.layout.layout] + [s.pattern for s in self.sources])
 
 
 def build_event_dataset(spec: EventSpec, split: str, options: BuildOptions) -> Dataset:
-    """Index the files of ``split`` and build their frame cache (``EventFrameDataset``)."""
+    """Index the recordings of ``split`` in the layout ``root`` holds and build their frame
+    cache (``EventFrameDataset``). CIFAR10-DVS gets the papers' fixed per-class 9:1 split."""
     from .event_datasets import EventFrameDataset
-    from .splits import split_indices
 
     check_event_options(spec, options)
     transform = event_transform(spec, split, options)
@@ -53,15 +70,12 @@ def build_event_dataset(spec: EventSpec, split: str, options: BuildOptions) -> D
     if options.download:
         if root is None:
             raise ValueError(f"{spec.name}: download=True needs root=DIR to download into")
-        spec.download(spec, root)
-    if layout.split_folders is None:  # CIFAR10-DVS: the papers' fixed per-class 9:1 split
-        files, labels = layouts.index_files(layout, root, "train")
-        keep = split_indices(labels, split, train_fraction=0.9)
-        files, labels = [files[i] for i in keep], [labels[i] for i in keep]
-    else:
-        files, labels = layouts.index_files(layout, root, split)
-    ds = EventFrameDataset(spec.name, files, labels, layouts.resolve_base(layout, root),
-                           sensor_hw=layout.sensor_hw, T=options.T,
+        try:
+            find_source(layout, spec.sources, root, options)
+        except FileNotFoundError:  # none of the accepted layouts yet: tonic fetches its own
+            spec.download(spec, root)
+    _, base, recordings = index_recordings(layout, spec.sources, root, split, options)
+    ds = EventFrameDataset(spec.name, recordings, None, base, sensor_hw=layout.sensor_hw, T=options.T,
                            integration=options.integration, size=options.size,
                            cache_dir=options.cache_dir, transform=transform,
                            skip_corrupt=options.skip_corrupt)
@@ -80,16 +94,72 @@ def download_event_copy(spec: EventSpec, root: str | Path | None) -> None:
 def verify_event_copy(spec: EventSpec, root: Path, deep: bool) -> tuple[list[str], list[str]]:
     """The layout's problems and file counts; with ``deep``, decode every file (module doc)."""
     layout = spec.layout
+    options = _verify_options(root)
+    try:
+        source, _ = find_source(layout, spec.sources, root, options)
+    except FileNotFoundError as e:
+        return [str(e)], []
+    if source.key != "tonic":
+        return _verify_source(spec, source, root, options, deep)
     problems, files = layouts.layout_problems(layout, root)
     notes = [f"{split}: {len(paths)} {layout.extension} files" for split, paths in files.items()]
     if not deep:
         return problems, notes
-    sensor_h, sensor_w = layout.sensor_hw
-    paths = [p for ps in files.values() for p in ps]
-    empty = unreadable = wrong_sensor = 0
-    for path in tqdm(paths, desc=f"decoding {spec.name}", unit="file"):
+    return _decode_all(spec, [(p, read_events) for ps in files.values() for p in ps],
+                       problems, notes)
+
+
+def _verify_options(root: Path) -> BuildOptions:
+    """The T and integration of a SpikingJelly frame folder in ``root`` (the first by name), so
+    that verify finds a copy of frames only, whatever its T; T = 16, 'count' if there is none."""
+    root = Path(root)
+    names = [root.name] + (sorted(p.name for p in root.iterdir()) if root.is_dir() else [])
+    for name in names:
+        m = re.fullmatch(r"frames_number_(\d+)_split_by_(number|time)", name)
+        if m:
+            return BuildOptions(T=int(m.group(1)),
+                                integration="count" if m.group(2) == "number" else "time")
+    return BuildOptions(T=16, integration="count")
+
+
+def _verify_source(spec: EventSpec, source: SourceLayout, root: Path, options: BuildOptions,
+                   deep: bool) -> tuple[list[str], list[str]]:
+    """Verify a copy in a layout other than tonic's: recordings per split and class."""
+    layout = spec.layout
+    notes = [f"layout: {source.key}: {source.pattern}"]
+    problems, found = [], []
+    for split in ("train", "test"):
         try:
-            events, (h, w) = read_events(path)
+            _, _, recordings = index_recordings(layout, spec.sources, root, split, options)
+        except (FileNotFoundError, ValueError) as e:
+            problems.append(f"{split}: {e}")
+            continue
+        counts = np.bincount([r.label for r in recordings], minlength=len(layout.classes))
+        notes.append(f"{split}: {len(recordings)} recordings; per class "
+                     + ", ".join(f"{c} {n}" for c, n in zip(layout.classes, counts, strict=True)))
+        empty = [c for c, n in zip(layout.classes, counts, strict=True) if n == 0]
+        if empty:
+            problems.append(f"{split}: no recordings of class {', '.join(empty)}")
+        found += recordings
+    if not deep:
+        return problems, notes
+    if source.key == "spikingjelly-frames":
+        T = options.T
+        readers = [(r.path, lambda p, T=T: (read_spikingjelly_frames(p, T, layout.sensor_hw),
+                                            layout.sensor_hw)) for r in found]
+        return _decode_all(spec, readers, problems, notes, frames=True)
+    paths = {r.path: r.reader or read_events for r in found}  # a trial file once
+    return _decode_all(spec, list(paths.items()), problems, notes)
+
+
+def _decode_all(spec: EventSpec, readers: list, problems: list[str], notes: list[str],
+                frames: bool = False) -> tuple[list[str], list[str]]:
+    """Decode every ``(path, reader)``; list the corrupt, unreadable, empty, wrong-sensor."""
+    sensor_h, sensor_w = spec.layout.sensor_hw
+    empty = unreadable = wrong_sensor = 0
+    for path, reader in tqdm(readers, desc=f"decoding {spec.name}", unit="file"):
+        try:
+            events, (h, w) = reader(path)
         except UnreadableEventFileError:
             unreadable += 1
             problems.append(f"unreadable: {path}: permission denied (not corrupt; fix "
@@ -109,10 +179,10 @@ def verify_event_copy(spec: EventSpec, root: Path, deep: bool) -> tuple[list[str
                 f"to {y_max}), {spec.name} is {sensor_w} x {sensor_h}: not a file of this "
                 "dataset's release; replace it with the original")
             continue
-        if len(events) == 0:
+        if (events.sum() if frames else len(events)) == 0:
             empty += 1
             notes.append(f"empty recording (0 events, all-zero frames): {path}")
-    notes.append(f"decoded {len(paths)} files, {empty} empty, {unreadable} unreadable, "
+    notes.append(f"decoded {len(readers)} files, {empty} empty, {unreadable} unreadable, "
                  f"{wrong_sensor} of another sensor size than {sensor_w} x {sensor_h}")
     return problems, notes
 
@@ -124,6 +194,15 @@ def _augment_with_flip(flip: bool):
 
         return EventFrameAugment(flip=flip)
     return build
+
+
+def _sources(original: SourceLayout | None, sensor_hw: tuple[int, int], split: bool
+             ) -> tuple[SourceLayout, ...]:
+    """The layouts besides tonic's, in the order they are tried (``source_layouts``):
+    SpikingJelly's events, the original release (where it is not tonic's), SpikingJelly's
+    frames."""
+    found = (spikingjelly_events(sensor_hw, split), original, spikingjelly_frames(split))
+    return tuple(s for s in found if s is not None)
 
 
 _POLICY = "TrivialAugment-style shear/translate/rotate/cutout"
@@ -145,7 +224,8 @@ def cifar10_dvs() -> EventSpec:
              "truck"),
             (128, 128), ".aedat4", None, {"all": (1000,) * 10},
             "ROOT/CIFAR10DVS/<class>/*.aedat4 with <class> in airplane, automobile, ..., truck",
-            "prepare_cifar10dvs.py"))
+            "prepare_cifar10dvs.py"),
+        sources=_sources(original_cifar10dvs(), (128, 128), split=False))
 
 
 @register_dataset
@@ -167,7 +247,8 @@ def dvs128_gesture() -> EventSpec:
             ".npy (tonic's release)", "prepare_dvs128_gesture.py",
             label_from_stem=True, session_pattern=r"^user(\d+)_\w+$",
             session_example="user<NN>_<lighting>, e.g. user01_fluorescent",
-            subjects={"train": range(1, 24), "test": range(24, 30)}))
+            subjects={"train": range(1, 24), "test": range(24, 30)}),
+        sources=_sources(original_dvs128_gesture(), (128, 128), split=True))
 
 
 @register_dataset
@@ -182,4 +263,5 @@ def n_mnist() -> EventSpec:
             {"train": "Train", "test": "Test"},
             {"train": (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
              "test": (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)},
-            "ROOT/NMNIST/{Train,Test}/<digit 0-9>/*.bin", "prepare_nmnist.py"))
+            "ROOT/NMNIST/{Train,Test}/<digit 0-9>/*.bin", "prepare_nmnist.py"),
+        sources=_sources(None, (34, 34), split=True))
