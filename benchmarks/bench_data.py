@@ -11,6 +11,11 @@ equal event counts. Each path turns every file into a float32 ``[T, 2, H, W]`` t
     spikemoe cold   EventFrameDataset[i] with an empty cache: decode + frames + atomic cache write
     spikemoe warm   EventFrameDataset[i] with the cache built: load the .npy + to float
 
+A second table decodes a DVS128 Gesture trial in the original AEDAT 3.1 format (``--events``
+events, 4,096 per packet): ``spikemoe.data.events_original.read_aedat3_dvs128`` against
+SpikingJelly 2.0's ``load_aedat_v3``, which unpacks event by event (they return the same arrays;
+``tests/test_data_source_layouts.py``).
+
 "Cold" means no frame cache; the event files themselves sit in the OS page cache for every
 path (they were just written), so decode time, not disk time, is measured. Each path runs
 ``--rounds`` times, interleaved; the best round is reported. Goal (issue 3): warm >= 5x tonic
@@ -109,6 +114,31 @@ def bench_files(label: str, paths: list[Path], hw, rounds: int, tmp: Path) -> No
     print(f"  goal warm >= 5x tonic cold: {'MET' if ratio >= 5 else 'NOT MET'} ({ratio:.1f}x)")
 
 
+def bench_aedat3(tmp: Path, n_events: int, rounds: int) -> None:
+    from spikingjelly.datasets.utils import load_aedat_v3
+
+    from spikemoe.data.events_original import read_aedat3_dvs128
+    from spikemoe.data.writers import write_aedat3_dvs128
+
+    rng = np.random.default_rng(0)
+    n = n_events
+    ev = as_events(np.sort(rng.integers(0, 6_000_000, n)), rng.integers(0, 128, n),
+                   rng.integers(0, 128, n), rng.integers(0, 2, n))
+    path = write_aedat3_dvs128(tmp / "user01_fluorescent.aedat", ev, packet_size=4096)
+    ours, theirs = [], []
+    for _ in range(rounds):  # interleaved
+        t0 = time.perf_counter()
+        read_aedat3_dvs128(path)
+        t1 = time.perf_counter()
+        load_aedat_v3(path)
+        t2 = time.perf_counter()
+        ours.append(t1 - t0)
+        theirs.append(t2 - t1)
+    print(f"\nAEDAT 3.1 DVS128 Gesture trial, {n} events: spikemoe {min(ours) * 1e3:.1f} ms, "
+          f"SpikingJelly load_aedat_v3 {min(theirs) * 1e3:.1f} ms "
+          f"({min(theirs) / min(ours):.1f}x, best of {rounds})")
+
+
 def bench_digits(tmp: Path) -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.perf_counter()
@@ -138,6 +168,7 @@ def main() -> None:
         if REAL.is_file():
             label = "real sample.aedat4 (LZ4, 111,954 events)"
             bench_files(label, [REAL], (240, 320), args.rounds + 2, tmp / "r")
+        bench_aedat3(tmp, args.events, args.rounds)
         bench_digits(tmp)
 
 

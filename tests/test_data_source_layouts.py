@@ -134,7 +134,7 @@ def test_verify_names_the_layout_and_counts(c10_sj_root):
     assert problems == [f"train: no recordings of class {missing}",
                         f"test: no recordings of class {missing}"]
     assert notes[0].startswith("layout: spikingjelly-events")
-    assert notes[1].startswith("train: 20 recordings; per class airplane 10, automobile 10, bird 0")
+    assert notes[1].startswith("train: 20 recordings; per class airplane: 10, automobile: 10, bird: 0")
     assert "decoded 22 files, 0 empty, 0 unreadable" in notes[-1]
 
 

@@ -9,6 +9,8 @@ Each dataset is one registered ``DatasetSpec`` (``spec``): its facts, recipe aug
 build, verify and download, defined next to its family's code: ``event_specs`` (with
 ``layouts``, ``event_datasets``), ``image_datasets`` (with ``image_torchvision``),
 ``digits_dvs``, ``text_corpus``. The rest, one concept per module: ``events`` (decoders),
+``events_original`` (the original releases' and SpikingJelly's formats), ``source_layouts``
+(the layouts besides tonic's),
 ``frames`` (events -> frames), ``cache`` (atomic frame cache), ``splits`` (fixed per-class
 split), ``augment`` (frame augmentation), ``collate``, ``registry`` (the lookups),
 ``inspect`` / ``verify`` / ``prepare`` (what ``spikemoe data`` runs).

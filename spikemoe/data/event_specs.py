@@ -136,7 +136,7 @@ def _verify_source(spec: EventSpec, source: SourceLayout, root: Path, options: B
             continue
         counts = np.bincount([r.label for r in recordings], minlength=len(layout.classes))
         notes.append(f"{split}: {len(recordings)} recordings; per class "
-                     + ", ".join(f"{c} {n}" for c, n in zip(layout.classes, counts, strict=True)))
+                     + ", ".join(f"{c}: {n}" for c, n in zip(layout.classes, counts, strict=True)))
         empty = [c for c, n in zip(layout.classes, counts, strict=True) if n == 0]
         if empty:
             problems.append(f"{split}: no recordings of class {', '.join(empty)}")
