@@ -116,6 +116,13 @@ def test_cifar10dvs_resized_frames_equal_pooled_spikingjelly_frames(c10_sj_root,
                        cache_dir=tmp_path / "cache2")
 
 
+def test_an_unfinished_spikingjelly_conversion_is_refused(c10_sj_root, tmp_path):
+    root = _only(c10_sj_root[0], tmp_path / "r", "events_np")
+    (root / "events_np.building").touch()  # SpikingJelly's marker while it converts
+    with pytest.raises(ValueError, match="did not finish"):
+        create_dataset("cifar10-dvs", "train", root=root, T=T, cache_dir=tmp_path / "c")
+
+
 def test_frames_of_another_T_say_what_to_set(c10_sj_root, tmp_path):
     sj_root, _ = c10_sj_root
     root = _only(sj_root, tmp_path / "f", f"frames_number_{T}_split_by_number")
@@ -278,7 +285,7 @@ def test_nmnist_spikingjelly_events_equal_the_bin_release(tmp_path):
         kw = {"T": T, "augment": False, "cache_dir": tmp_path / "c"}
         sj = create_dataset("n-mnist", split, root=tmp_path, **kw)
         tonic = create_dataset("n-mnist", split, root=tonic_root, **kw)
-        assert [r.name for r in sj.recordings] == [r.path.stem for r in tonic.recordings]
+        assert [r.name for r in sj.recordings] == [r.name for r in tonic.recordings]
         assert sj.labels == tonic.labels and len(sj) == (4 if split == "train" else 2)
         for i in range(len(sj)):
             assert torch.equal(sj[i][0], tonic[i][0])

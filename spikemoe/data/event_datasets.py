@@ -50,8 +50,9 @@ class Recording:
     """One sample on disk: a whole event file, a time slice of one, or a frame file.
 
     Attributes:
-        path: the file. label: its class. name: the sample's name (its order within the class,
-            e.g. ``cifar10_cat_10.aedat4``, or SpikingJelly's ``user01_led_3`` for a slice).
+        path: the file. label: its class. name: the sample's name, unique within its class
+            (the file's stem, e.g. ``cifar10_cat_10``, or SpikingJelly's ``user01_led_3`` for
+            the fourth gesture of class 3 in trial ``user01_led``).
         reader: ``path -> (events, (H, W))``; None: ``events.read_events`` by extension.
         t_range: ``[start, end)`` in us: the sample is these events of ``path`` (a DVS128
             Gesture trial's gesture); None: all of them.
@@ -105,7 +106,7 @@ class EventFrameDataset(Dataset):
         if labels is not None:
             if len(recordings) != len(labels):
                 raise ValueError(f"{len(recordings)} files but {len(labels)} labels")
-            recordings = [Recording(Path(f), int(c), Path(f).name)
+            recordings = [Recording(Path(f), int(c), Path(f).stem)
                           for f, c in zip(recordings, labels, strict=True)]
         self.name = name
         self.recordings: list[Recording] = list(recordings)

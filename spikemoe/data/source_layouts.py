@@ -89,11 +89,26 @@ def _is_dir(path: Path) -> bool:
 
 
 def _named(folder_name: str) -> Callable[[EventLayout, Path, BuildOptions], Path | None]:
-    """Find ``ROOT/<folder_name>``, or ``ROOT`` itself if that is the folder."""
+    """Find ``ROOT/<folder_name>``, or ``ROOT`` itself if that is the folder.
+
+    Raises:
+        ValueError: SpikingJelly's ``<folder_name>.building`` marker lies beside it: its
+            conversion stopped midway, so the folder may lack files.
+    """
     def find(layout: EventLayout, root: Path, options: BuildOptions) -> Path | None:
         if _is_dir(root / folder_name):
-            return root / folder_name
-        return root if root.name == folder_name else None
+            base = root / folder_name
+        elif root.name == folder_name:
+            base = root
+        else:
+            return None
+        marker = base.with_name(f"{base.name}.building")
+        if marker.exists():
+            raise ValueError(
+                f"{layout.name}: SpikingJelly's conversion into {base} did not finish (its "
+                f"marker {marker} is still there), so files may be missing. Delete both and "
+                "let SpikingJelly convert again, or point root at the original release")
+        return base
     return find
 
 
@@ -277,7 +292,7 @@ def _tonic(layout: EventLayout) -> SourceLayout:
 
     def index(layout: EventLayout, base: Path, split: str, options: BuildOptions):
         files, labels = layouts.index_files(layout, base, "train" if split == "all" else split)
-        return [Recording(p, c, p.name) for p, c in zip(files, labels, strict=True)]
+        return [Recording(p, c, p.stem) for p, c in zip(files, labels, strict=True)]
 
     return SourceLayout("tonic", layout.layout, find, index)
 
