@@ -186,7 +186,7 @@ def test_corrupt_file_raises_naming_it_or_is_skipped_and_counted(tmp_path):
     bad.write_bytes(bad.read_bytes()[:300])  # truncated inside its first packet
     with pytest.raises(CorruptEventFileError, match="cifar10_cat_1.aedat4"):
         create_dataset("cifar10-dvs", "train", root=root, cache_dir=tmp_path / "c", **KW)
-    with pytest.warns(UserWarning, match=r"skipped 1 corrupt file\(s\) of 4 \(cifar10_cat_1"):
+    with pytest.warns(UserWarning, match=r"skipped 1 corrupt recording\(s\) of 4 \(cifar10_cat_1"):
         ds = _c10(root, tmp_path / "c", skip_corrupt=True)
     # The dataset lists what it left out, as plain strings the trainer writes to summary.json.
     assert len(ds) == 3 and ds.skipped_files == [(str(bad), ds.skipped_files[0][1])]

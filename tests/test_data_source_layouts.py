@@ -14,7 +14,7 @@ from spikingjelly.datasets.dvs128_gesture import DVS128Gesture
 from spikingjelly.datasets.n_mnist import NMNIST
 from spikingjelly.datasets.utils import load_aedat_v3, split_to_train_test_set
 
-from spikemoe.data import CorruptEventFileError, create_dataset, dataset_spec
+from spikemoe.data import BuildOptions, CorruptEventFileError, create_dataset, dataset_spec
 from spikemoe.data.events import as_events
 from spikemoe.data.events_original import (
     read_aedat2_cifar10dvs,
@@ -28,6 +28,7 @@ REAL = Path(__file__).resolve().parent / "fixtures" / "real"
 JAER_HEADER = (REAL / "sample_aedat_header.aedat").read_bytes()  # a real jAER AEDAT 2.0 header
 T = 4
 C10_CLASSES = ("airplane", "automobile")
+UNSORTED = ("automobile", 3)  # the one CIFAR10-DVS file whose timestamps are out of order
 
 
 def _events(n, seed, t0=0, span=1_000_000, hw=(128, 128)):
@@ -55,12 +56,17 @@ def _sj_frames_by_name(sj_ds):
 def c10_sj_root(tmp_path_factory):
     """A SpikingJelly CIFAR10-DVS root: extract/ (the release, 11 files per class, the real
     jAER header), events_np/ and frames_number_4_split_by_number/ made by SpikingJelly itself."""
-    root = tmp_path_factory.mktemp("c10") / "CIFAR10DVS_sj"
+    # Named as tonic's folder, as SpikingJelly users name theirs: the name alone must not
+    # make it tonic's layout.
+    root = tmp_path_factory.mktemp("c10") / "CIFAR10DVS"
     for c, cls in enumerate(C10_CLASSES):
         (root / "extract" / cls).mkdir(parents=True)
         for i in range(11):
-            write_aedat2_cifar10dvs(root / "extract" / cls / f"cifar10_{cls}_{i}.aedat",
-                                    _events(40 + 7 * i, seed=100 * c + i), header=JAER_HEADER)
+            ev = _events(40 + 7 * i, seed=100 * c + i)
+            if (cls, i) == UNSORTED:  # one late event written first: timestamps go back
+                ev = np.concatenate([ev[-1:], ev[:-1]])
+            write_aedat2_cifar10dvs(root / "extract" / cls / f"cifar10_{cls}_{i}.aedat", ev,
+                                    header=JAER_HEADER)
     (root / "events_np").mkdir()
     CIFAR10DVS.create_raw_from_extracted(root / "extract", root / "events_np")
     sj = CIFAR10DVS(str(root), data_type="frame", frames_number=T, split_by="number")
@@ -142,7 +148,47 @@ def test_verify_names_the_layout_and_counts(c10_sj_root):
                         f"test: no recordings of class {missing}"]
     assert notes[0].startswith("layout: spikingjelly-events")
     assert notes[1].startswith("train: 20 recordings; per class airplane: 10, automobile: 10, bird: 0")
-    assert "decoded 22 files, 0 empty, 0 unreadable" in notes[-1]
+    assert "decoded 22 files, 0 empty, 0 unreadable" in notes[-2]
+    assert notes[-1].startswith("1 files have timestamps out of order")
+
+
+def test_time_frames_count_every_event_once_when_timestamps_go_back(c10_sj_root, tmp_path):
+    # SpikingJelly's split_by='time' cuts file positions and can count an event twice or not at
+    # all when timestamps go back; ours slices by each event's own time (frames.py).
+    ds = create_dataset("cifar10-dvs", "train", root=c10_sj_root[0], T=T, integration="time",
+                        augment=False, cache_dir=tmp_path / "c")
+    i = [r.name for r in ds.recordings].index(f"cifar10_{UNSORTED[0]}_{UNSORTED[1]}")
+    assert int(ds[i][0].sum()) == 40 + 7 * UNSORTED[1]
+
+
+def test_a_tonic_folder_without_files_does_not_hide_spikingjellys(c10_sj_root, tmp_path):
+    root = _only(c10_sj_root[0], tmp_path / "r", "events_np")
+    (root / "CIFAR10DVS" / "airplane").mkdir(parents=True)  # an interrupted tonic download
+    ds = create_dataset("cifar10-dvs", "test", root=root, T=T, augment=False,
+                        cache_dir=tmp_path / "c")
+    assert ds.recordings[0].source == "sj-events" and len(ds) == 2
+
+
+def test_download_completes_a_partial_tonic_copy_only(tmp_path):
+    import dataclasses
+
+    calls = []
+    spec = dataclasses.replace(dataset_spec("dvs128-gesture"),
+                               download=lambda spec, root: calls.append(root))
+    (tmp_path / "DVSGesture" / "ibmGestureTrain" / "user01_led").mkdir(parents=True)
+    np.save(tmp_path / "DVSGesture" / "ibmGestureTrain" / "user01_led" / "0.npy",
+            np.zeros((0, 4)))
+    with pytest.raises(FileNotFoundError, match="no test folder"):  # the fake fetched nothing
+        spec.build(spec, "test", BuildOptions(root=tmp_path, T=T, download=True,
+                                              cache_dir=tmp_path / "c"))
+    assert calls == [tmp_path]  # tonic's copy is incomplete: tonic is asked to complete it
+    sj = tmp_path / "sj"
+    (sj / "events_np" / "test" / "0").mkdir(parents=True)
+    np.savez(sj / "events_np" / "test" / "0" / "user24_lab_0.npz", t=np.arange(3), x=np.ones(3),
+             y=np.ones(3), p=np.ones(3))
+    ds = spec.build(spec, "test", BuildOptions(root=sj, T=T, download=True,
+                                              cache_dir=tmp_path / "c"))
+    assert len(ds) == 1 and calls == [tmp_path]  # SpikingJelly's copy: nothing to download
 
 
 def test_aedat2_decoding_is_spikingjellys_orientation_by_hand(tmp_path):
@@ -258,6 +304,19 @@ def test_gesture_release_without_trials_files_splits_by_user(gesture_sj_root, tm
                           cache_dir=tmp_path / "c")
     assert [(r.label, r.name) for r in test.recordings] == [(c, "user24_lab_0") for c in range(11)]
     assert {r.path.name for r in test.recordings} == {"user24_lab.aedat"}
+
+
+def test_an_edited_labels_file_rebuilds_its_gestures(gesture_sj_root, tmp_path):
+    release = shutil.copytree(gesture_sj_root[0] / "extract" / "DvsGesture", tmp_path / "Dvs")
+    kw = {"root": release, "T": T, "augment": False, "cache_dir": tmp_path / "c"}
+    before = create_dataset("dvs128-gesture", "test", **kw)[0][0]
+    csv = release / "user24_lab_labels.csv"
+    rows = _rows(range(1, 12), t0=40_000)  # every gesture 40 ms later: other events
+    csv.write_text("class,startTime_usec,endTime_usec\n" + "".join(f"{g},{a},{b}\n"
+                                                                   for g, a, b in rows))
+    after = create_dataset("dvs128-gesture", "test", **kw)[0][0]
+    fresh = create_dataset("dvs128-gesture", "test", **{**kw, "cache_dir": tmp_path / "c2"})[0][0]
+    assert torch.equal(after, fresh) and not torch.equal(after, before)
 
 
 def test_gesture_labels_file_with_a_bad_class_is_refused(gesture_sj_root, tmp_path):

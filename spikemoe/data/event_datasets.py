@@ -56,8 +56,10 @@ class Recording:
         reader: ``path -> (events, (H, W))``; None: ``events.read_events`` by extension.
         t_range: ``[start, end)`` in us: the sample is these events of ``path`` (a DVS128
             Gesture trial's gesture); None: all of them.
-        part: the slice's row in the trial's labels file (part of the cache entry's name).
+        part: the slice's row in the trial's labels file (the order of decoding).
         frames_T: ``path`` is a SpikingJelly frame file of this many frames (no events).
+        source: the layout it came from ('' for tonic's; ``source_layouts``), a prefix of its
+            cache entry's name, so two layouts' files with one relative path never share one.
     """
 
     path: Path
@@ -67,6 +69,7 @@ class Recording:
     t_range: tuple[int, int] | None = None
     part: int = 0
     frames_T: int | None = None
+    source: str = ""
 
     def describe(self) -> str:
         """The file, and the slice of it, for messages and ``skipped_files``."""
@@ -139,8 +142,10 @@ class EventFrameDataset(Dataset):
         except ValueError:
             rel = path.name
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", rel.replace("/", "__"))
-        part = "" if rec.t_range is None else f"-part{rec.part}"
-        return f"{safe}-{path.stat().st_size}{part}"
+        prefix = f"{rec.source}__" if rec.source else ""
+        # A gesture is named by its time range: an edited labels file makes a new entry.
+        part = "" if rec.t_range is None else f"-{rec.t_range[0]}-{rec.t_range[1]}"
+        return f"{prefix}{safe}-{path.stat().st_size}{part}"
 
     def __len__(self) -> int:
         return len(self.recordings)
@@ -222,7 +227,7 @@ class EventFrameDataset(Dataset):
             self._entries = [self._entries[i] for i in keep]
             names = ", ".join(Path(p).name for p, _ in self.skipped_files[:5])
             more = ", ..." if len(self.skipped_files) > 5 else ""
-            warnings.warn(f"{self.name}: skipped {len(bad)} corrupt file(s) of "
+            warnings.warn(f"{self.name}: skipped {len(bad)} corrupt recording(s) of "
                           f"{len(keep) + len(bad)} ({names}{more}); see .skipped_files",
                           stacklevel=2)
         n_files = len(self._entries) + len(bad)

@@ -71,8 +71,10 @@ def build_event_dataset(spec: EventSpec, split: str, options: BuildOptions) -> D
         if root is None:
             raise ValueError(f"{spec.name}: download=True needs root=DIR to download into")
         try:
-            find_source(layout, spec.sources, root, options)
-        except FileNotFoundError:  # none of the accepted layouts yet: tonic fetches its own
+            source, _ = find_source(layout, spec.sources, root, options)
+        except FileNotFoundError:  # none of the accepted layouts yet
+            source = None
+        if source is None or source.key == "tonic":  # tonic skips what it finds present
             spec.download(spec, root)
     _, base, recordings = index_recordings(layout, spec.sources, root, split, options)
     ds = EventFrameDataset(spec.name, recordings, None, base, sensor_hw=layout.sensor_hw, T=options.T,
@@ -97,7 +99,7 @@ def verify_event_copy(spec: EventSpec, root: Path, deep: bool) -> tuple[list[str
     options = _verify_options(root)
     try:
         source, _ = find_source(layout, spec.sources, root, options)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:  # ValueError: unreadable, unfinished
         return [str(e)], []
     if source.key != "tonic":
         return _verify_source(spec, source, root, options, deep)
@@ -113,7 +115,10 @@ def _verify_options(root: Path) -> BuildOptions:
     """The T and integration of a SpikingJelly frame folder in ``root`` (the first by name), so
     that verify finds a copy of frames only, whatever its T; T = 16, 'count' if there is none."""
     root = Path(root)
-    names = [root.name] + (sorted(p.name for p in root.iterdir()) if root.is_dir() else [])
+    try:
+        names = [root.name] + (sorted(p.name for p in root.iterdir()) if root.is_dir() else [])
+    except PermissionError:  # find_source names the folder
+        names = [root.name]
     for name in names:
         m = re.fullmatch(r"frames_number_(\d+)_split_by_(number|time)", name)
         if m:
@@ -156,7 +161,7 @@ def _decode_all(spec: EventSpec, readers: list, problems: list[str], notes: list
                 frames: bool = False) -> tuple[list[str], list[str]]:
     """Decode every ``(path, reader)``; list the corrupt, unreadable, empty, wrong-sensor."""
     sensor_h, sensor_w = spec.layout.sensor_hw
-    empty = unreadable = wrong_sensor = 0
+    empty = unreadable = wrong_sensor = unsorted = 0
     for path, reader in tqdm(readers, desc=f"decoding {spec.name}", unit="file"):
         try:
             events, (h, w) = reader(path)
@@ -182,8 +187,13 @@ def _decode_all(spec: EventSpec, readers: list, problems: list[str], notes: list
         if (events.sum() if frames else len(events)) == 0:
             empty += 1
             notes.append(f"empty recording (0 events, all-zero frames): {path}")
+        elif not frames and np.any(np.diff(events["t"]) < 0):
+            unsorted += 1
     notes.append(f"decoded {len(readers)} files, {empty} empty, {unreadable} unreadable, "
                  f"{wrong_sensor} of another sensor size than {sensor_w} x {sensor_h}")
+    if unsorted:  # frames.py: 'time' slices by timestamp, SpikingJelly by file position
+        notes.append(f"{unsorted} files have timestamps out of order: their integration='time' "
+                     "frames differ from SpikingJelly's split_by='time' ('count' frames do not)")
     return problems, notes
 
 

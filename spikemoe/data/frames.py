@@ -17,7 +17,11 @@ with events split into ``T`` slices one of two ways (SpikingJelly's
 
 Both equal SpikingJelly 2.0's ``integrate_events_by_fixed_frames_number`` (split_by 'number' /
 'time') on the same time-sorted events; ``tests/test_data_frames.py`` checks it on the real
-recordings. Two deliberate differences from SpikingJelly, both tested: 'time' with an empty
+recordings. 'count' equals it on any event order. 'time' does not where timestamps go back:
+SpikingJelly spans ``t[-1] - t[0]`` and cuts the file into runs, from the first to the last
+position whose time falls in each window (an event can land in two frames, or in none); here
+every event lands in exactly one frame, by its own time. ``spikemoe data verify --deep`` counts
+the files this concerns. Two deliberate differences from SpikingJelly, both tested: 'time' with an empty
 slice gives an empty frame (SpikingJelly raises ``IndexError``), and ``dt = 0`` is handled.
 
 Why not ``tonic.transforms.ToFrame``: with ``n_event_bins=T`` tonic drops the ``N mod T``

@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,7 +172,7 @@ def spikingjelly_events(sensor_hw: tuple[int, int], split: bool) -> SourceLayout
     def index(layout: EventLayout, base: Path, split: str, options: BuildOptions):
         items = _class_folders(layout, _split_folder(layout, base, split), ".npz",
                                ignore=("train", "test") if split == "all" else ())
-        return [Recording(p, c, p.stem, reader=reader) for p, c in items]
+        return [Recording(p, c, p.stem, reader=reader, source="sj-events") for p, c in items]
 
     return SourceLayout("spikingjelly-events", f"ROOT/events_np/{classes}/*.npz (SpikingJelly's "
                         "converted events)", _named("events_np"), index)
@@ -188,7 +189,8 @@ def spikingjelly_frames(split: bool) -> SourceLayout:
     def index(layout: EventLayout, base: Path, split: str, options: BuildOptions):
         items = _class_folders(layout, _split_folder(layout, base, split), ".npz",
                                ignore=("train", "test") if split == "all" else ())
-        return [Recording(p, c, p.stem, frames_T=options.T) for p, c in items]
+        return [Recording(p, c, p.stem, frames_T=options.T, source="sj-frames")
+                for p, c in items]
 
     return SourceLayout(
         "spikingjelly-frames", f"ROOT/frames_number_<T>_split_by_<number|time>/{classes}/*.npz "
@@ -206,7 +208,8 @@ def original_cifar10dvs() -> SourceLayout:
 
     def index(layout: EventLayout, base: Path, split: str, options: BuildOptions):
         items = _class_folders(layout, base, ".aedat", ignore=("train", "test"))
-        return [Recording(p, c, p.stem, reader=read_aedat2_cifar10dvs) for p, c in items]
+        return [Recording(p, c, p.stem, reader=read_aedat2_cifar10dvs, source="original")
+                for p, c in items]
 
     return SourceLayout("original", "ROOT/<class>/cifar10_<class>_<i>.aedat (the original jAER "
                         "AEDAT 2.0 release, unzipped; or SpikingJelly's ROOT/extract/<class>/)",
@@ -219,7 +222,11 @@ _TRIAL = re.compile(r"^user(\d+)_\w+$")
 def _gesture_rows(csv: Path) -> np.ndarray:
     """``[rows, 3]`` of (gesture id 1-11, start us, end us) from a trial's labels file."""
     try:
-        rows = np.loadtxt(csv, dtype=np.int64, delimiter=",", skiprows=1, ndmin=2)
+        with warnings.catch_warnings():  # a header-only file: "input contained no data"
+            warnings.simplefilter("ignore", UserWarning)
+            rows = np.loadtxt(csv, dtype=np.int64, delimiter=",", skiprows=1, ndmin=2)
+        if rows.size == 0:
+            return np.empty((0, 3), np.int64)
     except PermissionError as e:
         raise UnreadableEventFileError(csv) from e
     except ValueError as e:
@@ -237,7 +244,11 @@ def _gesture_trials(layout: EventLayout, base: Path, split: str) -> list[str]:
     the users of the split (``layout.subjects``) when that file is missing."""
     listed = base / f"trials_to_{split}.txt"
     if listed.is_file():
-        names = [n.strip() for n in listed.read_text().splitlines() if n.strip()]
+        try:
+            text = listed.read_text()
+        except PermissionError as e:
+            raise UnreadableEventFileError(listed) from e
+        names = [n.strip() for n in text.splitlines() if n.strip()]
         return [Path(n).stem for n in names]
     users = layout.subjects[split]
     trials = [p.stem for p in _listdir(base) if p.suffix == ".aedat"]
@@ -264,7 +275,7 @@ def original_dvs128_gesture() -> SourceLayout:
             for row, (gesture, start, end) in enumerate(_gesture_rows(csv)):
                 label = int(gesture) - 1
                 recordings.append(Recording(aedat, label, f"{trial}_{per_label[label]}",
-                                            reader=read_aedat3_dvs128,
+                                            reader=read_aedat3_dvs128, source="original",
                                             t_range=(int(start), int(end)), part=row))
                 per_label[label] += 1
         if not recordings:
@@ -278,17 +289,21 @@ def original_dvs128_gesture() -> SourceLayout:
                         find, index)
 
 
+def _tonic_base(layout: EventLayout, root: Path) -> Path | None:
+    """Where tonic's layout would be under ``root`` (``layouts.resolve_base``), or None."""
+    try:
+        return layouts.resolve_base(layout, root)
+    except FileNotFoundError:
+        return None
+
+
 def _tonic(layout: EventLayout) -> SourceLayout:
     def find(layout: EventLayout, root: Path, options: BuildOptions) -> Path | None:
-        """``ROOT/<tonic folder>``; or ``ROOT`` with class or split folders holding the
-        extension (an unzipped original release has class folders too)."""
-        try:
-            base = layouts.resolve_base(layout, root)
-        except FileNotFoundError:
-            return None
-        if base.name == layout.folder or _has_file(base, layout.extension):
-            return base
-        return None
+        """``ROOT/<tonic folder>`` or ``ROOT`` with tonic's folders, holding at least one file
+        of tonic's extension: a folder's name alone is not enough (SpikingJelly users name
+        their roots ``CIFAR10DVS`` too, and an unzipped original release has class folders)."""
+        base = _tonic_base(layout, root)
+        return base if base is not None and _has_file(base, layout.extension) else None
 
     def index(layout: EventLayout, base: Path, split: str, options: BuildOptions):
         files, labels = layouts.index_files(layout, base, "train" if split == "all" else split)
@@ -313,11 +328,16 @@ def find_source(layout: EventLayout, sources: tuple[SourceLayout, ...], root: st
     if not _is_dir(root):
         raise FileNotFoundError(f"{layout.name}: the root {root} does not exist. "
                                 + layout.help(root))
-    for source in (_tonic(layout), *sources):
+    listing = _listdir(root)  # raises UnreadableEventFileError naming root, if it may not be
+    tonic = _tonic(layout)
+    for source in (tonic, *sources):
         base = source.find(layout, root, options)
         if base is not None:
             return source, base
-    other_frames = sorted(p.name for p in _listdir(root) if p.name.startswith("frames_number_"))
+    base = _tonic_base(layout, root)
+    if base is not None:  # tonic's folders without files: its index says what is missing
+        return tonic, base
+    other_frames = sorted(p.name for p in listing if p.name.startswith("frames_number_"))
     hint = ""
     if other_frames and any(s.key == "spikingjelly-frames" for s in sources):
         hint = (f" It holds SpikingJelly frames {', '.join(other_frames)}, but none for T = "
@@ -325,7 +345,7 @@ def find_source(layout: EventLayout, sources: tuple[SourceLayout, ...], root: st
                 f"({frames_folder_name(options.T, options.integration)}): set T and integration "
                 "to match one (split_by_number is 'count'), or keep the events_np folder.")
     accepted = "; ".join(s.pattern for s in (_tonic(layout), *sources))
-    found = ", ".join(p.name for p in _listdir(root)[:8]) or "nothing"
+    found = ", ".join(p.name for p in listing[:8]) or "nothing"
     raise FileNotFoundError(f"{layout.name}: {root} holds none of the accepted layouts (it "
                             f"holds: {found}).{hint} Accepted: {accepted}. " + layout.help(root))
 
