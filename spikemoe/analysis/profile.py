@@ -2,12 +2,13 @@
 counts and energy per inference (every convention of ``energy.CONVENTIONS``), per layer and in
 total.
 
-The samples run in batches, each batch under SpikingJelly's ``DispatchCounterMode`` with a
-``LayerOpCounter`` (records merged over the batches) and all of them under a
+The samples run in batches, each batch under its own ``LayerOpCounter``
+(``count_operations``; records merged over the batches) and all of them under a
 ``FiringRateMonitor``: per-layer totals, the mean energy per inference and the firing rates.
-The spread of the energy per inference (std, min, max) comes from the first samples run
-again alone, each under its own counter (or, for a model that declares a measurement batch,
-from its batches). Nothing keeps spike tensors: memory is flat in the number of samples.
+The spread of the energy per inference (std, min, max) is over the first samples, each
+counted as if it ran alone: read from its batch once the first sample, run alone, is found
+to give the same records there (or, for a model that declares a measurement batch, over its
+batches). Nothing keeps spike tensors: memory is flat in the number of samples.
 
 Pieces: ``_measure`` runs the forwards and counts (``_Tally``), ``top1_counts`` scores the
 logits, ``_convention_energy`` prices the counts; ``profile_model`` puts them together into a
@@ -137,23 +138,61 @@ class _Tally:
             self.spread[c].append(self.pricing.forward_mj(records, c, steps, once) / size)
 
 
+def _same(a: list[OpRecord], b: list[OpRecord]) -> bool:
+    return [r.to_dict() for r in a] == [r.to_dict() for r in b]
+
+
 def _measure(model: nn.Module, samples: Iterable, monitor: FiringRateMonitor, tally: _Tally, *,
              batch_size: int, spread_samples: int, spread_per_batch: bool,
              max_samples: int | None, progress, score=top1_counts) -> None:
     """Run the samples through ``model`` in batches of ``batch_size`` under counters and the
-    monitor; the first ``spread_samples`` also alone (outside the monitor's and the totals'
-    sums), or each batch is a spread point (``spread_per_batch``)."""
+    monitor; each of the first ``spread_samples`` is a spread point, or each batch is one
+    (``spread_per_batch``).
+
+    A spread point is the sample's records as if it ran alone. The first sample does run
+    alone (outside the monitor's and the totals' sums); the others' are read from their batch
+    (``count_operations(per_sample=)``) when the first sample's records read from the first
+    batch equal its own and no layer of a spiking model is charged by the nonzero fraction of
+    an input with negative values (``LayerOpCounter.signed_inputs``: an ANN path, whose exact
+    zeros can depend on float rounding, hence on the batch size); else they run alone too.
+    Alone, 16 samples cost as much as three batches of 32 (a batch-1 forward is bound by
+    Python, not arithmetic)."""
     pending: list = []
+    alone0: list[OpRecord] = []  # the first sample run alone
+    trust: bool | None = None  # the first batch gave its first sample's records; None: not seen
+
+    def alone(x) -> tuple[list[OpRecord], object]:
+        xs = _batch([x])
+        with monitor.paused():
+            one, _ = count_operations(model, xs)
+        return one.layer_records(), xs
 
     def run_batch() -> None:
+        nonlocal trust
+        start = tally.samples - len(pending)  # index of pending[0] among all samples
+        spread = [i for i in range(len(pending)) if 0 < start + i < spread_samples]
         xb = _batch([x for x, _ in pending])
         tally.steps = _time_steps(model, xb)
         tally.once = _first_layer_once(tally.pricing.first_layer, xb)
-        counter, out = count_operations(model, xb)
+        per_sample = ((tally.steps, len(pending)) if spread and len(pending) > 1
+                      and (trust or (trust is None and start == 0)) else None)
+        keep = [0, *spread] if start == 0 else spread  # the first sample checks the others
+        counter, out = count_operations(model, xb, per_sample=per_sample, keep=keep)
         records = counter.layer_records()
         merge_records(tally.totals, records)
         if spread_per_batch:
             tally.add_spread(records, xb, tally.steps, len(pending))
+        # a batch of one is the sample alone
+        per = {0: records} if len(pending) == 1 else counter.sample_records()
+        if per_sample and trust is None:
+            trust = (per is not None and _same(per[0], alone0)
+                     and not (tally.pricing.spiking and counter.signed_inputs))
+        for i in spread:
+            if len(pending) == 1 or (per is not None and trust):
+                tally.add_spread(per[i], xb, tally.steps, 1)
+            else:
+                one, xs = alone(pending[i][0])
+                tally.add_spread(one, xs, _time_steps(model, xs), 1)
         logits = out.logits if hasattr(out, "logits") else out
         correct, labelled = score(logits, [y for _, y in pending])
         tally.correct += correct
@@ -165,11 +204,9 @@ def _measure(model: nn.Module, samples: Iterable, monitor: FiringRateMonitor, ta
     for x, y in samples:
         if max_samples is not None and tally.samples >= max_samples:
             break
-        if tally.samples < spread_samples:  # alone, outside the monitor's and the totals' sums
-            xs = _batch([x])
-            with monitor.paused():
-                one, _ = count_operations(model, xs)
-            tally.add_spread(one.layer_records(), xs, _time_steps(model, xs), 1)
+        if tally.samples == 0 and spread_samples > 0:
+            alone0, xs = alone(x)
+            tally.add_spread(alone0, xs, _time_steps(model, xs), 1)
         pending.append((x, y))
         tally.samples += 1
         if len(pending) == batch_size:
@@ -207,12 +244,14 @@ def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp3
                   progress=None, score=top1_counts) -> ProfileResult:
     """Run ``model`` on the samples and measure it.
 
-    Two passes. (1) The first ``spread_samples`` samples run alone (batch 1), each under its
-    own counter: the spread (std, min, max) of the energy per inference. (2) All samples run
-    in batches of ``batch_size``, each under its own counter (records merged) and all under
-    the firing-rate monitor: the per-layer totals, the mean energy per inference (= the mean
-    of per-sample energies: every count is a sum over samples) and the rates. Batching keeps
-    the counting overhead small.
+    All samples run in batches of ``batch_size``, each under its own counter (records
+    merged) and all under the firing-rate monitor: the per-layer totals, the mean energy per
+    inference (= the mean of per-sample energies: every count is a sum over samples) and the
+    rates. The first ``spread_samples`` samples give the spread (std, min, max) of the energy
+    per inference, each counted as if it ran alone (batch 1): the first one does run alone,
+    the others' counts are read from their batch where the first one's counts read from its
+    batch are the same as alone (else they run alone too; ``_measure``). Batching keeps the
+    counting overhead small (``benchmarks/bench_profile.py``).
 
     A model whose computation depends on which samples share a batch declares the batch it
     is measured in (``model_facts(model).measurement_batch``; V-MoE: one routing group of
@@ -237,7 +276,7 @@ def profile_model(model: nn.Module, samples: Iterable, *, table: str = "45nm-fp3
             enclosing ``ssa_product_order`` block (``"auto"`` outside one). The value is the
             same, the counted operations differ.
         batch_size: samples per forward of the main pass.
-        spread_samples: samples run alone for the spread.
+        spread_samples: samples in the spread, each counted as if it ran alone.
         progress: anything with ``update(n)`` (a tqdm bar), told of every batch.
         score: ``(logits, targets) -> (correct, labelled)`` of a batch, the accuracy the
             result reports (the engine passes its task's ``profile_score``; default

@@ -34,8 +34,9 @@ class EnergySpread:
 
     Attributes:
         mean: total energy of all samples / samples (the batched pass).
-        spread_mean, std, min, max: over ``spread_samples`` spread units (a sample run alone,
-            or one measurement batch of the model, per sample); std with Bessel's correction.
+        spread_mean, std, min, max: over ``spread_samples`` spread units (a sample counted
+            as if run alone, or one measurement batch of the model, per sample); std with
+            Bessel's correction.
         spread_samples: how many spread units.
     """
 

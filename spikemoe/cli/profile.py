@@ -182,8 +182,8 @@ def add_analysis_parsers(subparsers) -> None:
     p.add_argument("--root", metavar="DIR", help="the dataset's folder")
     p.add_argument("--split", default="test", choices=("test", "train"))
     p.add_argument("--samples", type=int, default=64, metavar="N",
-                   help="number of test samples (default 64); the energy spread is over the first 16 run "
-                        "alone, or over the model's own measurement batches (SDT/STT: 1, V-MoE: "
+                   help="number of test samples (default 64); the energy spread is over the first 16, each counted "
+                        "as if run alone, or over the model's own measurement batches (SDT/STT: 1, V-MoE: "
                         "one routing group)")
     p.add_argument("--convention", default="events", choices=(*CONVENTIONS, *ALIASES),
                    help="which convention the table and summary show (all three are in "
