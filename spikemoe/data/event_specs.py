@@ -4,7 +4,7 @@ Each spec holds its on-disk layout (``layouts.EventLayout``, tonic 1.7's), the o
 it accepts (``sources``: SpikingJelly's folders and the original releases, ``source_layouts``)
 and its recipe's train augmentation; the three share one build (whichever layout ``root`` holds
 -> recordings -> ``EventFrameDataset`` with its frame cache built), one verify and one download
-(tonic's, only where no accepted layout is found). tonic's layouts:
+(tonic's: where none of the other layouts is found). tonic's layouts:
 
     cifar10-dvs     ROOT/CIFAR10DVS/<class>/*.aedat4        10 classes x 1000 recordings, 128 x 128
     dvs128-gesture  ROOT/DVSGesture/{ibmGestureTrain,ibmGestureTest}/user<NN>_<lighting>/<label>.npy
