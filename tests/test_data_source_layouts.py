@@ -129,6 +129,20 @@ def test_an_unfinished_spikingjelly_conversion_is_refused(c10_sj_root, tmp_path)
         create_dataset("cifar10-dvs", "train", root=root, T=T, cache_dir=tmp_path / "c")
 
 
+def test_two_layouts_of_one_copy_never_share_a_cache_entry(c10_sj_root, tmp_path):
+    # events_np/airplane/x.npz and frames_number_4_split_by_number/airplane/x.npz have the same
+    # path relative to their folders: the layout prefixes the entry's name.
+    sj_root = c10_sj_root[0]
+    frames_root = _only(sj_root, tmp_path / "f", f"frames_number_{T}_split_by_number")
+    kw = {"T": T, "augment": False, "cache_dir": tmp_path / "cache"}
+    a = create_dataset("cifar10-dvs", "test", root=sj_root, **kw)
+    b = create_dataset("cifar10-dvs", "test", root=frames_root, **kw)
+    assert a.cache.dir == b.cache.dir  # one parameter set, one folder
+    names = sorted(p.name for p in a.cache.dir.glob("*.npy"))
+    assert len(names) == 4 and [n.split("__")[0] for n in names] == [
+        "sj-events", "sj-events", "sj-frames", "sj-frames"]
+
+
 def test_frames_of_another_T_say_what_to_set(c10_sj_root, tmp_path):
     sj_root, _ = c10_sj_root
     root = _only(sj_root, tmp_path / "f", f"frames_number_{T}_split_by_number")
