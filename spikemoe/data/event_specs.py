@@ -67,16 +67,18 @@ def build_event_dataset(spec: EventSpec, split: str, options: BuildOptions) -> D
     check_event_options(spec, options)
     transform = event_transform(spec, split, options)
     layout, root = spec.layout, options.root
-    if options.download:
-        if root is None:
-            raise ValueError(f"{spec.name}: download=True needs root=DIR to download into")
-        try:
-            source, _ = find_source(layout, spec.sources, root, options)
-        except FileNotFoundError:  # none of the accepted layouts yet
-            source = None
-        if source is None or source.key == "tonic":  # tonic skips what it finds present
-            spec.download(spec, root)
-    _, base, recordings = index_recordings(layout, spec.sources, root, split, options)
+    if options.download and root is None:
+        raise ValueError(f"{spec.name}: download=True needs root=DIR to download into")
+    try:
+        source, base = find_source(layout, spec.sources, root, options)
+    except FileNotFoundError:
+        if not options.download:
+            raise
+        source = None  # none of the accepted layouts yet
+    if options.download and (source is None or source.key == "tonic"):
+        spec.download(spec, root)  # tonic skips what it finds present
+        source, base = find_source(layout, spec.sources, root, options)
+    recordings = index_recordings(layout, source, base, split, options)
     ds = EventFrameDataset(spec.name, recordings, None, base, sensor_hw=layout.sensor_hw, T=options.T,
                            integration=options.integration, size=options.size,
                            cache_dir=options.cache_dir, transform=transform,
@@ -98,11 +100,11 @@ def verify_event_copy(spec: EventSpec, root: Path, deep: bool) -> tuple[list[str
     layout = spec.layout
     options = _verify_options(root)
     try:
-        source, _ = find_source(layout, spec.sources, root, options)
+        source, base = find_source(layout, spec.sources, root, options)
     except (FileNotFoundError, ValueError) as e:  # ValueError: unreadable, unfinished
         return [str(e)], []
     if source.key != "tonic":
-        return _verify_source(spec, source, root, options, deep)
+        return _verify_source(spec, source, base, options, deep)
     problems, files = layouts.layout_problems(layout, root)
     notes = [f"{split}: {len(paths)} {layout.extension} files" for split, paths in files.items()]
     if not deep:
@@ -127,7 +129,7 @@ def _verify_options(root: Path) -> BuildOptions:
     return BuildOptions(T=16, integration="count")
 
 
-def _verify_source(spec: EventSpec, source: SourceLayout, root: Path, options: BuildOptions,
+def _verify_source(spec: EventSpec, source: SourceLayout, base: Path, options: BuildOptions,
                    deep: bool) -> tuple[list[str], list[str]]:
     """Verify a copy in a layout other than tonic's: recordings per split and class."""
     layout = spec.layout
@@ -135,7 +137,7 @@ def _verify_source(spec: EventSpec, source: SourceLayout, root: Path, options: B
     problems, found = [], []
     for split in ("train", "test"):
         try:
-            _, _, recordings = index_recordings(layout, spec.sources, root, split, options)
+            recordings = index_recordings(layout, source, base, split, options)
         except (FileNotFoundError, ValueError) as e:
             problems.append(f"{split}: {e}")
             continue

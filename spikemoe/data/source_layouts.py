@@ -350,10 +350,9 @@ def find_source(layout: EventLayout, sources: tuple[SourceLayout, ...], root: st
                             f"holds: {found}).{hint} Accepted: {accepted}. " + layout.help(root))
 
 
-def index_recordings(layout: EventLayout, sources: tuple[SourceLayout, ...],
-                     root: str | Path | None, split: str, options: BuildOptions
-                     ) -> tuple[SourceLayout, Path, list[Recording]]:
-    """The recordings of ``split`` in whichever accepted layout ``root`` holds.
+def index_recordings(layout: EventLayout, source: SourceLayout, base: Path, split: str,
+                     options: BuildOptions) -> list[Recording]:
+    """The recordings of ``split`` in the layout ``find_source`` found (``source``, ``base``).
 
     CIFAR10-DVS (no split in any release) gets the papers' per-class 9:1 head split here.
     """
@@ -361,9 +360,8 @@ def index_recordings(layout: EventLayout, sources: tuple[SourceLayout, ...],
 
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    source, base = find_source(layout, sources, root, options)
     if layout.split_folders is None:
         recordings = source.index(layout, base, "all", options)
         keep = split_indices([r.label for r in recordings], split, train_fraction=0.9)
-        return source, base, [recordings[i] for i in keep]
-    return source, base, source.index(layout, base, split, options)
+        return [recordings[i] for i in keep]
+    return source.index(layout, base, split, options)
